@@ -1,0 +1,62 @@
+//! openraft's type configuration, declared once for the whole store.
+
+use std::io::Cursor;
+
+use ferrite_etcd_api::v2;
+use serde::{Deserialize, Serialize};
+
+use crate::v2store;
+
+/// A member's raft identity is its etcd member id.
+pub type NodeId = u64;
+
+/// What raft's membership config knows about a member: where its peers
+/// reach it. Its name and client URLs are published through the log once
+/// it starts (see [`Request::PublishMember`]), as etcd does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    pub peer_urls: Vec<String>,
+}
+
+impl std::fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.peer_urls.join(","))
+    }
+}
+
+/// A replicated request: the payload of a normal log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A write to the v2 key space.
+    Keys(v2store::Command),
+    /// A member announces its name and client URLs.
+    PublishMember {
+        id: NodeId,
+        name: String,
+        client_urls: Vec<String>,
+    },
+}
+
+/// The result of applying a [`Request`]: the keys API answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response(pub Result<v2store::Applied, v2::Error>);
+
+openraft::declare_raft_types!(
+    /// The store's raft type configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = PeerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
