@@ -13,5 +13,8 @@
 //!   metrics) and the peer API.
 //! - [`config`]: etcd's flags and `ETCD_*` environment, validated.
 
+pub mod config;
+pub mod http;
+pub mod ids;
 pub mod raft;
 pub mod v2store;

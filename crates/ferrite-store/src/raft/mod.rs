@@ -3,3 +3,4 @@
 
 pub mod log_store;
 pub mod types;
+pub mod network;

@@ -1,0 +1,239 @@
+//! The peer network: raft RPCs between members over HTTP with postcard
+//! bodies, served on the peer listener (see [`crate::http::peer`]).
+//!
+//! Every RPC is `POST <peer-url>/raft/<name>` with a postcard-encoded
+//! request; the answer is a postcard-encoded `Result<response, RaftError>`,
+//! so a remote raft error travels back as itself.
+//!
+//! [`Faults`] lets in-process tests cut or delay chosen links; production
+//! code never sets it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::types::{NodeId, PeerNode, TypeConfig};
+
+/// Links that tests have cut or slowed, by (from, to).
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    inner: Arc<Mutex<FaultTable>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultTable {
+    cut: HashSet<(NodeId, NodeId)>,
+    delay: HashMap<(NodeId, NodeId), Duration>,
+}
+
+impl Faults {
+    /// Drops every message from `from` to `to` until [`Faults::heal`].
+    pub fn cut(&self, from: NodeId, to: NodeId) {
+        self.table().cut.insert((from, to));
+    }
+
+    /// Delays every message from `from` to `to`.
+    pub fn delay(&self, from: NodeId, to: NodeId, by: Duration) {
+        self.table().delay.insert((from, to), by);
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        let mut table = self.table();
+        table.cut.clear();
+        table.delay.clear();
+    }
+
+    fn check(&self, from: NodeId, to: NodeId) -> (bool, Option<Duration>) {
+        let table = self.table();
+        (table.cut.contains(&(from, to)), table.delay.get(&(from, to)).copied())
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, FaultTable> {
+        // A poisoned table only means a test panicked mid-update; the data
+        // (two sets) is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Builds a client per peer; shares one HTTP connection pool.
+#[derive(Debug, Clone)]
+pub struct Network {
+    me: NodeId,
+    http: reqwest::Client,
+    faults: Faults,
+}
+
+impl Network {
+    pub fn new(me: NodeId, faults: Faults) -> Network {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Network { me, http, faults }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerClient {
+        PeerClient {
+            me: self.me,
+            target,
+            base: node.peer_urls.first().map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_default(),
+            http: self.http.clone(),
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+/// The RPC client for one peer.
+#[derive(Debug)]
+pub struct PeerClient {
+    me: NodeId,
+    target: NodeId,
+    base: String,
+    http: reqwest::Client,
+    faults: Faults,
+}
+
+/// Why a peer call failed before the peer answered.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    #[error("link to member {to:x} is cut by a test")]
+    Cut { to: NodeId },
+    #[error("member {to:x} at {url} is unreachable: {source}")]
+    Unreachable { to: NodeId, url: String, source: reqwest::Error },
+    #[error("call to member {to:x} at {url} failed: {source}")]
+    Transport { to: NodeId, url: String, source: reqwest::Error },
+    #[error("member {to:x} at {url} answered HTTP {status}: {body}")]
+    Status { to: NodeId, url: String, status: u16, body: String },
+    #[error("cannot decode the answer of member {to:x} at {url}: {source}")]
+    Decode { to: NodeId, url: String, source: postcard::Error },
+    #[error("cannot encode a request to member {to:x}: {source}")]
+    Encode { to: NodeId, source: postcard::Error },
+}
+
+impl PeerCallError {
+    fn is_unreachable(&self) -> bool {
+        matches!(self, PeerCallError::Cut { .. } | PeerCallError::Unreachable { .. })
+    }
+}
+
+/// Sends one postcard-encoded call to a peer and decodes its answer.
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    http: &reqwest::Client,
+    to: NodeId,
+    base: &str,
+    route: &str,
+    req: &Req,
+    timeout: Duration,
+) -> Result<Resp, PeerCallError> {
+    let url = format!("{base}{route}");
+    let body = postcard::to_allocvec(req).map_err(|source| PeerCallError::Encode { to, source })?;
+    let resp = http
+        .post(&url)
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .timeout(timeout)
+        .body(body)
+        .send()
+        .await
+        .map_err(|source| {
+            if source.is_connect() {
+                PeerCallError::Unreachable { to, url: url.clone(), source }
+            } else {
+                PeerCallError::Transport { to, url: url.clone(), source }
+            }
+        })?;
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| PeerCallError::Transport { to, url: url.clone(), source })?;
+    if !status.is_success() {
+        return Err(PeerCallError::Status {
+            to,
+            url,
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    postcard::from_bytes(&bytes).map_err(|source| PeerCallError::Decode { to, url, source })
+}
+
+impl PeerClient {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        route: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let (cut, delay) = self.faults.check(self.me, self.target);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let answer = if cut {
+            Err(PeerCallError::Cut { to: self.target })
+        } else {
+            call::<Req, Result<Resp, RaftError<NodeId, E>>>(
+                &self.http,
+                self.target,
+                &self.base,
+                route,
+                req,
+                option.hard_ttl(),
+            )
+            .await
+        };
+        match answer {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(e) if e.is_unreachable() => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        self.rpc("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        self.rpc("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+}
