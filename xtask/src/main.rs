@@ -1,1 +1,131 @@
-fn main() {}
+//! Ferrite's automation. `cargo xtask --help` lists the tasks.
+//!
+//! Every task installs the host packages it needs (idempotently), so a
+//! fresh Debian 12 machine with the Rust toolchain runs any of them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod cluster;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Ferrite's automation")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// The whole test suite, as CI runs it: formatting, lints, tier 1
+    /// (unit and in-process) and tier 2 (real etcd, etcdctl, processes).
+    Test {
+        /// Skip tier 2 (system tests).
+        #[arg(long)]
+        tier1_only: bool,
+    },
+    /// Ferrite's main job as far as it exists: build the release binaries
+    /// and run a local 3-member ferrite-store cluster on loopback, checked
+    /// with the real etcdctl. Runs until Ctrl-C unless --check is given.
+    Cluster {
+        /// Verify the cluster and stop instead of serving.
+        #[arg(long)]
+        check: bool,
+        /// Members in the cluster.
+        #[arg(long, default_value_t = 3)]
+        size: usize,
+    },
+    /// Install the host packages the tests and tasks need.
+    Deps,
+}
+
+/// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
+/// reference implementation, wrk for benchmarks.
+const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk"];
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.task {
+        Task::Deps => install_packages(HOST_PACKAGES),
+        Task::Test { tier1_only } => test(&root, tier1_only),
+        Task::Cluster { check, size } => {
+            install_packages(HOST_PACKAGES)?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
+            cluster::run(&root, size, check)
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+}
+
+fn test(root: &Path, tier1_only: bool) -> Result<()> {
+    if !tier1_only {
+        install_packages(HOST_PACKAGES)?;
+    }
+    step("formatting");
+    run(root, "cargo", &["fmt", "--all", "--check"])?;
+    step("lints");
+    run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
+    step("tier 1: unit and in-process tests");
+    run(root, "cargo", &["test", "--workspace"])?;
+    if !tier1_only {
+        step("tier 2: system tests (real etcd, etcdctl, processes)");
+        run(root, "cargo", &["build", "--workspace", "--bins"])?;
+        run(root, "cargo", &["test", "--workspace", "--all-features", "--test", "system"])?;
+    }
+    step("all tests passed");
+    Ok(())
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+/// Runs a command in `dir`, failing with its exit status.
+pub fn run(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs missing Debian packages; a no-op when all are present.
+pub fn install_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing host packages: {}", missing.join(" ")));
+    let root = Path::new("/");
+    run(root, "apt-get", &["update", "-qq"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    let status = Command::new("apt-get")
+        .args(&args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get")?;
+    if !status.success() {
+        bail!("apt-get install {} failed: {status}", missing.join(" "));
+    }
+    Ok(())
+}
