@@ -1,84 +1,111 @@
-//! A local ferrite-store cluster on loopback, checked with the real etcdctl.
+//! Local clusters on loopback, started with etcd's flags, so ferrite-store
+//! and the reference etcd run side by side the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// Kills and reaps the members when the task ends, however it ends.
-struct Members(Vec<Child>);
+/// A running local cluster; its members are killed and reaped on drop.
+#[derive(Debug)]
+pub struct LocalCluster {
+    children: Vec<Child>,
+    pub endpoints: Vec<String>,
+    pub dir: PathBuf,
+}
 
-impl Drop for Members {
+impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
+impl LocalCluster {
+    /// Starts `size` members of `bin` with client ports from `base_port`
+    /// (odd offsets) and peer ports after them, data under `dir`, and
+    /// waits until `etcdctl cluster-health` passes.
+    pub fn start(bin: &Path, extra_args: &[&str], size: usize, base_port: u16, dir: &Path) -> Result<LocalCluster> {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let offset = |i: usize| u16::try_from(2 * i).unwrap_or(0);
+        let client = |i: usize| format!("http://127.0.0.1:{}", base_port + offset(i));
+        let peer = |i: usize| format!("http://127.0.0.1:{}", base_port + 1 + offset(i));
+        let initial: Vec<String> = (0..size).map(|i| format!("n{i}={}", peer(i))).collect();
+        let initial = initial.join(",");
+        let mut cluster = LocalCluster { children: Vec::new(), endpoints: (0..size).map(client).collect(), dir: dir.into() };
+        for i in 0..size {
+            let log_path = dir.join(format!("n{i}.log"));
+            let log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+            let child = Command::new(bin)
+                .args(["--name", &format!("n{i}")])
+                .arg("--data-dir")
+                .arg(dir.join(format!("n{i}")))
+                .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
+                .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
+                .args(["--initial-cluster", &initial, "--initial-cluster-token", "xtask-cluster"])
+                .args(["--initial-cluster-state", "new", "--enable-v2"])
+                .args(extra_args)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start {}", bin.display()))?;
+            cluster.children.push(child);
+        }
+        cluster.wait_healthy(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    pub fn endpoints_arg(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    fn wait_healthy(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let out = etcdctl(&self.endpoints_arg(), &["cluster-health"])?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the cluster did not become healthy in {} s; logs in {}:\n{}",
+                    limit.as_secs(),
+                    self.dir.display(),
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// The main job for now: a ferrite-store cluster, checked with etcdctl.
 pub fn run(root: &Path, size: usize, check: bool) -> Result<()> {
     let bin = root.join("target/release/ferrite-store");
-    let base = root.join("target/cluster");
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
-    let peer = |i: usize| format!("http://127.0.0.1:{}", 12380 + 2 * i);
-    let client = |i: usize| format!("http://127.0.0.1:{}", 12379 + 2 * i);
-    let initial: Vec<String> = (0..size).map(|i| format!("n{i}={}", peer(i))).collect();
-    let initial = initial.join(",");
-    let mut members = Members(Vec::new());
-    for i in 0..size {
-        let log = std::fs::File::create(base.join(format!("n{i}.log")))?;
-        let child = Command::new(&bin)
-            .args(["--name", &format!("n{i}")])
-            .arg("--data-dir")
-            .arg(base.join(format!("n{i}")))
-            .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
-            .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
-            .args(["--initial-cluster", &initial, "--initial-cluster-token", "xtask-cluster"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        members.0.push(child);
-    }
-    let endpoints: Vec<String> = (0..size).map(client).collect();
-    let endpoints = endpoints.join(",");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = etcdctl(&endpoints, &["cluster-health"])?;
-        if out.status.success() {
-            print!("{}", String::from_utf8_lossy(&out.stdout));
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the cluster did not become healthy in 30 s; logs in {}:\n{}",
-                base.display(),
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let cluster = LocalCluster::start(&bin, &[], size, 12379, &root.join("target/cluster"))?;
+    let endpoints = cluster.endpoints_arg();
+    print!("{}", String::from_utf8_lossy(&etcdctl(&endpoints, &["cluster-health"])?.stdout));
     let set = etcdctl(&endpoints, &["set", "/ferrite/hello", "world"])?;
     let get = etcdctl(&endpoints, &["get", "/ferrite/hello"])?;
     if !set.status.success() || String::from_utf8_lossy(&get.stdout).trim() != "world" {
         bail!("etcdctl set/get through the cluster failed: {}", String::from_utf8_lossy(&get.stderr));
     }
-    let list = etcdctl(&endpoints, &["member", "list"])?;
-    print!("{}", String::from_utf8_lossy(&list.stdout));
+    print!("{}", String::from_utf8_lossy(&etcdctl(&endpoints, &["member", "list"])?.stdout));
     println!("cluster of {size} up; ETCDCTL_API=2 etcdctl --endpoints {endpoints} ...");
     if check {
         return Ok(());
     }
-    println!("logs in {}; Ctrl-C to stop", base.display());
+    println!("logs in {}; Ctrl-C to stop", cluster.dir.display());
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
-fn etcdctl(endpoints: &str, args: &[&str]) -> Result<std::process::Output> {
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Result<std::process::Output> {
     Command::new("etcdctl")
         .env("ETCDCTL_API", "2")
         .arg("--endpoints")

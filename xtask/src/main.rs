@@ -9,6 +9,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cluster;
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,24 @@ enum Task {
     },
     /// Install the host packages the tests and tasks need.
     Deps,
+    /// Benchmarks, side by side with the reference implementation.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// ferrite-store against etcd 3.4: PUT at 1 and 32 connections, GET at 32.
+    Store {
+        /// Seconds per load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        /// Write the table into BENCHMARKS.md.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
@@ -56,6 +75,11 @@ fn main() -> Result<()> {
             install_packages(HOST_PACKAGES)?;
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             cluster::run(&root, size, check)
+        }
+        Task::Bench { what: Bench::Store { seconds, write } } => {
+            install_packages(HOST_PACKAGES)?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
+            bench::store(&root, seconds, write)
         }
     }
 }
