@@ -22,7 +22,8 @@ pub struct Node {
     pub expiration: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub ttl: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Go's `omitempty` drops an empty list as well as a missing one.
+    #[serde(default, skip_serializing_if = "is_none_or_empty")]
     pub nodes: Option<Vec<Node>>,
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub modified_index: u64,
@@ -301,6 +302,54 @@ pub fn parse_id(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()
 }
 
+/// Formats Unix nanoseconds as Go's `time.RFC3339Nano` prints a UTC time,
+/// the form of every timestamp in etcd's JSON: trailing zeros of the
+/// fraction trimmed, no fraction when it is zero ("2026-11-25T22:00:01.5Z").
+pub fn format_time(unix_nanos: i64) -> String {
+    let secs = unix_nanos.div_euclid(1_000_000_000);
+    let nanos = unix_nanos.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let mut out = format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    );
+    if nanos != 0 {
+        let fraction = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // Both are small by construction (1..=31, 1..=12).
+    (
+        year,
+        u32::try_from(month).unwrap_or(1),
+        u32::try_from(day).unwrap_or(1),
+    )
+}
+
+fn is_none_or_empty(nodes: &Option<Vec<Node>>) -> bool {
+    nodes.as_ref().is_none_or(Vec::is_empty)
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -350,6 +399,7 @@ mod tests {
         let dir = Node {
             key: "/d".into(),
             dir: true,
+            nodes: Some(Vec::new()),
             ..Node::default()
         };
         assert_eq!(
@@ -377,6 +427,20 @@ mod tests {
             assert_eq!(ErrorCode::from_code(code.code()), Some(code));
         }
         assert_eq!(ErrorCode::from_code(999), None);
+    }
+
+    #[test]
+    fn times_print_as_go_rfc3339nano() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_time(1_784_067_293_289_578_149),
+            "2026-07-14T22:14:53.289578149Z"
+        );
+        assert_eq!(
+            format_time(1_784_067_293_500_000_000),
+            "2026-07-14T22:14:53.5Z"
+        );
+        assert_eq!(format_time(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
     }
 
     #[test]

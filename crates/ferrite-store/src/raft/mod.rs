@@ -1,6 +1,12 @@
 //! Consensus: openraft's types, the durable log, the state machine around
 //! the v2 store, and the peer network.
 
+mod durable;
 pub mod log_store;
-pub mod types;
 pub mod network;
+pub mod state_machine;
+#[cfg(test)]
+mod storage_suite;
+pub mod types;
+
+pub use durable::OpenError;

@@ -12,11 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -55,7 +57,10 @@ impl Faults {
 
     fn check(&self, from: NodeId, to: NodeId) -> (bool, Option<Duration>) {
         let table = self.table();
-        (table.cut.contains(&(from, to)), table.delay.get(&(from, to)).copied())
+        (
+            table.cut.contains(&(from, to)),
+            table.delay.get(&(from, to)).copied(),
+        )
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, FaultTable> {
@@ -92,7 +97,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             me: self.me,
             target,
-            base: node.peer_urls.first().map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_default(),
+            base: node
+                .peer_urls
+                .first()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .unwrap_or_default(),
             http: self.http.clone(),
             faults: self.faults.clone(),
         }
@@ -115,24 +124,77 @@ pub enum PeerCallError {
     #[error("link to member {to:x} is cut by a test")]
     Cut { to: NodeId },
     #[error("member {to:x} at {url} is unreachable: {source}")]
-    Unreachable { to: NodeId, url: String, source: reqwest::Error },
+    Unreachable {
+        to: NodeId,
+        url: String,
+        source: reqwest::Error,
+    },
     #[error("call to member {to:x} at {url} failed: {source}")]
-    Transport { to: NodeId, url: String, source: reqwest::Error },
+    Transport {
+        to: NodeId,
+        url: String,
+        source: reqwest::Error,
+    },
     #[error("member {to:x} at {url} answered HTTP {status}: {body}")]
-    Status { to: NodeId, url: String, status: u16, body: String },
-    #[error("cannot decode the answer of member {to:x} at {url}: {source}")]
-    Decode { to: NodeId, url: String, source: postcard::Error },
-    #[error("cannot encode a request to member {to:x}: {source}")]
-    Encode { to: NodeId, source: postcard::Error },
+    Status {
+        to: NodeId,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("cannot decode the answer of member {to:x} at {url}: {reason}")]
+    Decode {
+        to: NodeId,
+        url: String,
+        reason: String,
+    },
+    #[error("cannot encode a request to member {to:x}: {reason}")]
+    Encode { to: NodeId, reason: String },
 }
 
 impl PeerCallError {
     fn is_unreachable(&self) -> bool {
-        matches!(self, PeerCallError::Cut { .. } | PeerCallError::Unreachable { .. })
+        matches!(
+            self,
+            PeerCallError::Cut { .. } | PeerCallError::Unreachable { .. }
+        )
     }
 }
 
-/// Sends one postcard-encoded call to a peer and decodes its answer.
+/// How a peer call's bodies are encoded. Raft's own RPCs use postcard
+/// (compact, fast); calls whose answers carry etcd API shapes use JSON,
+/// because those shapes omit empty fields, which only a self-describing
+/// format can decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Postcard,
+    Json,
+}
+
+impl Encoding {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Postcard => "application/octet-stream",
+            Encoding::Json => "application/json",
+        }
+    }
+
+    pub fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, String> {
+        match self {
+            Encoding::Postcard => postcard::to_allocvec(value).map_err(|e| e.to_string()),
+            Encoding::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
+        match self {
+            Encoding::Postcard => postcard::from_bytes(bytes).map_err(|e| e.to_string()),
+            Encoding::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Sends one call to a peer and decodes its answer.
 pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     http: &reqwest::Client,
     to: NodeId,
@@ -140,28 +202,43 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     route: &str,
     req: &Req,
     timeout: Duration,
+    encoding: Encoding,
 ) -> Result<Resp, PeerCallError> {
     let url = format!("{base}{route}");
-    let body = postcard::to_allocvec(req).map_err(|source| PeerCallError::Encode { to, source })?;
+    let body = encoding
+        .encode(req)
+        .map_err(|reason| PeerCallError::Encode { to, reason })?;
     let resp = http
         .post(&url)
-        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .header(http::header::CONTENT_TYPE, encoding.content_type())
         .timeout(timeout)
         .body(body)
         .send()
         .await
         .map_err(|source| {
             if source.is_connect() {
-                PeerCallError::Unreachable { to, url: url.clone(), source }
+                PeerCallError::Unreachable {
+                    to,
+                    url: url.clone(),
+                    source,
+                }
             } else {
-                PeerCallError::Transport { to, url: url.clone(), source }
+                PeerCallError::Transport {
+                    to,
+                    url: url.clone(),
+                    source,
+                }
             }
         })?;
     let status = resp.status();
     let bytes = resp
         .bytes()
         .await
-        .map_err(|source| PeerCallError::Transport { to, url: url.clone(), source })?;
+        .map_err(|source| PeerCallError::Transport {
+            to,
+            url: url.clone(),
+            source,
+        })?;
     if !status.is_success() {
         return Err(PeerCallError::Status {
             to,
@@ -170,7 +247,9 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
             body: String::from_utf8_lossy(&bytes).into_owned(),
         });
     }
-    postcard::from_bytes(&bytes).map_err(|source| PeerCallError::Decode { to, url, source })
+    encoding
+        .decode(&bytes)
+        .map_err(|reason| PeerCallError::Decode { to, url, reason })
 }
 
 impl PeerClient {
@@ -199,6 +278,7 @@ impl PeerClient {
                 route,
                 req,
                 option.hard_ttl(),
+                Encoding::Postcard,
             )
             .await
         };
@@ -224,8 +304,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>>
-    {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.rpc("/raft/snapshot", &rpc, &option).await
     }
 

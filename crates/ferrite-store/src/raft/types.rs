@@ -37,9 +37,19 @@ pub enum Request {
     },
 }
 
-/// The result of applying a [`Request`]: the keys API answer.
+/// The result of applying a log entry.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every entry is a keys write; boxing would only add an allocation to each"
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response(pub Result<v2store::Applied, v2::Error>);
+pub enum Response {
+    /// A [`Request::Keys`] write: the keys API answer.
+    Keys(Result<v2store::Applied, v2::Error>),
+    /// Applied, with nothing to answer: blank and membership entries, and
+    /// [`Request::PublishMember`].
+    Done,
+}
 
 openraft::declare_raft_types!(
     /// The store's raft type configuration.

@@ -1,0 +1,138 @@
+//! The peer API: raft RPCs, proposals and read-index requests forwarded by
+//! followers, membership changes forwarded to the leader, and etcd's
+//! `GET /members` that a joining member reads.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use ferrite_etcd_api::v2;
+use http::{HeaderValue, StatusCode};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{go_json_line, respond, JSON};
+use crate::node::{MemberError, Node, NodeError, Proposed};
+use crate::raft::network::Encoding;
+use crate::raft::types::{NodeId, Request, TypeConfig};
+
+/// The peer API router.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/propose", post(propose))
+        .route("/raft/read-index", post(read_index))
+        .route("/raft/members/add", post(member_add))
+        .route("/raft/members/remove", post(member_remove))
+        .route("/members", get(members))
+        .with_state(node)
+}
+
+/// Decodes a peer request, runs `serve` on it and encodes its answer.
+async fn rpc<Req, Resp, F, Fut>(encoding: Encoding, body: &[u8], serve: F) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Resp>,
+{
+    let req: Req = match encoding.decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("undecodable peer request: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let answer = serve(req).await;
+    match encoding.encode(&answer) {
+        Ok(bytes) => respond(StatusCode::OK, encoding.content_type(), bytes),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode peer answer: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+// Raft's own RPCs travel as postcard.
+
+async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(
+        Encoding::Postcard,
+        &body,
+        |req: AppendEntriesRequest<TypeConfig>| async move {
+            node.counters.recv_append.fetch_add(1, Ordering::Relaxed);
+            node.raft.append_entries(req).await
+        },
+    )
+    .await
+}
+
+async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(
+        Encoding::Postcard,
+        &body,
+        |req: VoteRequest<NodeId>| async move { node.raft.vote(req).await },
+    )
+    .await
+}
+
+async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(Encoding::Postcard, &body, |req: InstallSnapshotRequest<TypeConfig>| async move {
+        node.raft.install_snapshot(req).await
+    })
+    .await
+}
+
+// Forwarded client work travels as JSON (see [`Encoding`]).
+
+async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(Encoding::Json, &body, |req: Request| async move {
+        let answer: Result<Proposed, NodeError> = node.propose_forwarded(req).await;
+        answer
+    })
+    .await
+}
+
+async fn read_index(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(Encoding::Json, &body, |(): ()| async move {
+        let answer: Result<u64, NodeError> = node.read_index_local().await;
+        answer
+    })
+    .await
+}
+
+async fn member_add(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(Encoding::Json, &body, |peer_urls: Vec<String>| async move {
+        let answer: Result<v2::Member, MemberError> = node.add_member_local(peer_urls).await;
+        answer
+    })
+    .await
+}
+
+async fn member_remove(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    rpc(Encoding::Json, &body, |id: NodeId| async move {
+        let answer: Result<(), MemberError> = node.remove_member_local(id).await;
+        answer
+    })
+    .await
+}
+
+/// etcd's peer `/members`: the member list a joining member bootstraps from.
+async fn members(State(node): State<Arc<Node>>) -> Response {
+    let mut resp = respond(StatusCode::OK, JSON, go_json_line(&node.members()));
+    if let Ok(v) = HeaderValue::from_str(&v2::format_id(node.cluster_id)) {
+        resp.headers_mut().insert("x-etcd-cluster-id", v);
+    }
+    resp
+}

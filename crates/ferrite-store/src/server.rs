@@ -1,0 +1,430 @@
+//! Starting a member: the data directory and the member's identity, raft,
+//! the listeners, and bootstrap (new cluster, joining one, or restart).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrite_etcd_api::v2;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::config::{ClusterState, InitialMember, Settings};
+use crate::ids;
+use crate::node::Node;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Faults, Network};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::types::{NodeId, PeerNode, Raft};
+
+/// The file naming this member and its cluster, written once at bootstrap.
+const META_FILE: &str = "meta.json";
+const META_FORMAT: &str = "ferrite-store/1";
+
+/// Why a member could not start. Each names the path, address or peer.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{path}: this is an etcd data directory; ferrite-store cannot read etcd's WAL (start with an empty --data-dir)")]
+    ForeignEtcdDir { path: PathBuf },
+    #[error("{path}: not a ferrite-store member file: {reason}")]
+    BadMeta { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("raft log: {0}")]
+    Log(String),
+    #[error("state machine: {0}")]
+    StateMachine(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
+    #[error("discovery: {0}")]
+    Discovery(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// What `meta.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    format: String,
+    name: String,
+    member_id: String,
+    cluster_id: String,
+}
+
+/// Options for embedding a member (tests run several in one process).
+#[derive(Debug, Default)]
+pub struct Embed {
+    /// Links to cut or slow, for fault tests.
+    pub faults: Faults,
+    /// Listeners bound by the caller (client, peer), used instead of
+    /// binding the addresses in the settings; lets tests use port 0.
+    pub listeners: Option<(Vec<std::net::TcpListener>, Vec<std::net::TcpListener>)>,
+}
+
+/// A started member: its node, the addresses it listens on, and the tasks
+/// serving them.
+#[derive(Debug)]
+pub struct Started {
+    pub node: Arc<Node>,
+    pub client_addrs: Vec<SocketAddr>,
+    pub peer_addrs: Vec<SocketAddr>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Started {
+    /// Stops serving and shuts raft down: to its peers the member is gone.
+    pub async fn stop(self) {
+        for server in &self.servers {
+            server.abort();
+        }
+        let _ = self.node.raft.shutdown().await;
+    }
+}
+
+fn adopt(listeners: Vec<std::net::TcpListener>) -> Result<Vec<TcpListener>, StartError> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            let addr = l.local_addr().map_err(|source| StartError::Io {
+                path: PathBuf::from("listener"),
+                source,
+            })?;
+            l.set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(l))
+                .map_err(|source| StartError::Bind { addr, source })
+        })
+        .collect()
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn read_meta(path: &Path) -> Result<Option<(NodeId, u64)>, StartError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StartError::Io {
+                path: path.to_owned(),
+                source: e,
+            })
+        }
+    };
+    let bad = |reason: String| StartError::BadMeta {
+        path: path.to_owned(),
+        reason,
+    };
+    let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if meta.format != META_FORMAT {
+        return Err(bad(format!(
+            "format {:?}, expected {META_FORMAT:?}",
+            meta.format
+        )));
+    }
+    let id = v2::parse_id(&meta.member_id)
+        .ok_or_else(|| bad(format!("member id {:?}", meta.member_id)))?;
+    let cid = v2::parse_id(&meta.cluster_id)
+        .ok_or_else(|| bad(format!("cluster id {:?}", meta.cluster_id)))?;
+    Ok(Some((id, cid)))
+}
+
+/// Writes a small file atomically: temp file, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Binds every listener first, so a port conflict fails the start at once.
+async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        out.push(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: *addr,
+                    source,
+                })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Asks the members named in `--initial-cluster` who we are in the
+/// cluster they run: our id (by our peer URLs) and the cluster id.
+async fn fetch_identity(settings: &Settings) -> Result<(NodeId, u64), StartError> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap_or_default();
+    let mut last_error = String::from("no other member in --initial-cluster");
+    for member in settings
+        .initial_cluster
+        .iter()
+        .filter(|m| m.name != settings.name)
+    {
+        for url in &member.peer_urls {
+            let resp = match http.get(format!("{url}/members")).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last_error = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            let cluster_id = resp
+                .headers()
+                .get("x-etcd-cluster-id")
+                .and_then(|v| v.to_str().ok())
+                .and_then(v2::parse_id);
+            let members: Vec<v2::Member> = match resp.json().await {
+                Ok(m) => m,
+                Err(e) => {
+                    last_error = format!("{url}/members: {e}");
+                    continue;
+                }
+            };
+            let Some(cluster_id) = cluster_id else {
+                last_error = format!("{url}/members: no X-Etcd-Cluster-ID header");
+                continue;
+            };
+            let me = members.iter().find(|m| {
+                let mut a = m.peer_urls.clone();
+                let mut b = settings.advertise_peer_urls.clone();
+                a.sort();
+                b.sort();
+                a == b
+            });
+            return match me.and_then(|m| v2::parse_id(&m.id)) {
+                Some(id) => Ok((id, cluster_id)),
+                None => Err(StartError::Join(format!(
+                    "no member with peer URLs {} in the cluster (add it first with `etcdctl member add`)",
+                    settings.advertise_peer_urls.join(",")
+                ))),
+            };
+        }
+    }
+    Err(StartError::Join(last_error))
+}
+
+fn initial_members(cluster: &[InitialMember], token: &str) -> BTreeMap<NodeId, PeerNode> {
+    cluster
+        .iter()
+        .map(|m| {
+            (
+                ids::member_id(&m.peer_urls, token, None),
+                PeerNode {
+                    peer_urls: m.peer_urls.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Starts a member and serves until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let started = start(settings, Embed::default()).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    started.stop().await;
+    Ok(())
+}
+
+/// Starts a member in this process and returns once it is serving.
+pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, StartError> {
+    let data_dir = settings.data_dir.clone();
+    let etcd_wal = data_dir.join("member").join("wal");
+    if etcd_wal.exists() {
+        return Err(StartError::ForeignEtcdDir { path: data_dir });
+    }
+    let dir = data_dir.join("ferrite");
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let meta_path = dir.join(META_FILE);
+
+    let (client_listeners, peer_listeners) = match embed.listeners {
+        Some((client, peer)) => (adopt(client)?, adopt(peer)?),
+        None => (
+            bind_all(&settings.listen_client).await?,
+            bind_all(&settings.listen_peer).await?,
+        ),
+    };
+    let client_addrs: Vec<SocketAddr> = client_listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    let peer_addrs: Vec<SocketAddr> = peer_listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+
+    // Who are we? A restart knows; a new member derives it; a joiner asks.
+    let existing = read_meta(&meta_path)?;
+    let (id, cluster_id, bootstrap) = match existing {
+        Some((id, cid)) => (id, cid, None),
+        None => {
+            if let Some(url) = settings.discovery.clone() {
+                settings.initial_cluster = discover(&settings, &url).await?;
+            }
+            match settings.cluster_state {
+                ClusterState::New => {
+                    let members =
+                        initial_members(&settings.initial_cluster, &settings.cluster_token);
+                    let id = ids::member_id(
+                        &settings.advertise_peer_urls,
+                        &settings.cluster_token,
+                        None,
+                    );
+                    let cid = ids::cluster_id(&members.keys().copied().collect::<Vec<_>>());
+                    (id, cid, Some(members))
+                }
+                ClusterState::Existing => {
+                    let (id, cid) = fetch_identity(&settings).await?;
+                    (id, cid, None)
+                }
+            }
+        }
+    };
+
+    let log_store =
+        LogStore::open(&dir.join("raft")).map_err(|e| StartError::Log(e.to_string()))?;
+    let state_machine =
+        StateMachine::open(&dir.join("sm")).map_err(|e| StartError::StateMachine(e.to_string()))?;
+    let state = state_machine.shared();
+
+    let heartbeat = u64::try_from(settings.heartbeat.as_millis()).unwrap_or(100);
+    let election = u64::try_from(settings.election_timeout.as_millis()).unwrap_or(1000);
+    let config = openraft::Config {
+        cluster_name: settings.cluster_token.clone(),
+        heartbeat_interval: heartbeat,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        install_snapshot_timeout: 10_000,
+        max_payload_entries: 1024,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    let config = Arc::new(
+        config
+            .validate()
+            .map_err(|e| StartError::Raft(e.to_string()))?,
+    );
+    let network = Network::new(id, embed.faults.clone());
+    let raft = Raft::new(id, config, network, log_store, state_machine)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let node = Node::new(
+        id,
+        settings.name.clone(),
+        cluster_id,
+        settings.advertise_client_urls.clone(),
+        settings.advertise_peer_urls.clone(),
+        settings.cluster_token.clone(),
+        raft.clone(),
+        state,
+    );
+
+    let mut servers = Vec::new();
+    for listener in peer_listeners {
+        let app = crate::http::peer::router(node.clone());
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "peer listener failed");
+            }
+        }));
+    }
+    for listener in client_listeners {
+        let app = crate::http::client::router(node.clone());
+        servers.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "client listener failed");
+            }
+        }));
+    }
+
+    if let Some(members) = bootstrap {
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            // Every initial member initializes with the same membership;
+            // openraft treats the identical calls as one bootstrap.
+            if let Err(e) = raft.initialize(members).await {
+                tracing::debug!(error = %e, "raft already initialized by a peer");
+            }
+        }
+    }
+    let meta = Meta {
+        format: META_FORMAT.to_owned(),
+        name: settings.name.clone(),
+        member_id: v2::format_id(id),
+        cluster_id: v2::format_id(cluster_id),
+    };
+    if existing.is_none() {
+        let bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        write_atomic(&meta_path, &bytes).map_err(io_err(&meta_path))?;
+    }
+    tracing::info!(
+        name = %settings.name,
+        id = %meta.member_id,
+        cluster = %meta.cluster_id,
+        clients = ?client_addrs,
+        peers = ?peer_addrs,
+        "member started"
+    );
+    node.spawn_duties();
+    Ok(Started {
+        node,
+        client_addrs,
+        peer_addrs,
+        servers,
+    })
+}
+
+/// Bootstraps the initial cluster from a discovery token, as etcd does:
+/// register under the token, wait for the cluster's size, and take the
+/// members it lists.
+async fn discover(settings: &Settings, url: &str) -> Result<Vec<InitialMember>, StartError> {
+    let id = ids::member_id(&settings.advertise_peer_urls, &settings.cluster_token, None);
+    tracing::info!(url, "joining the cluster through discovery");
+    let cluster = ferrite_etcd_client::discovery::join(
+        url,
+        id,
+        &settings.name,
+        &settings.advertise_peer_urls,
+    )
+    .await
+    .map_err(|e| StartError::Discovery(format!("failed to join discovery cluster ({e})")))?;
+    crate::config::parse_initial_cluster(&cluster).map_err(|e| {
+        StartError::Discovery(format!(
+            "discovery returned an unusable cluster {cluster:?}: {e}"
+        ))
+    })
+}

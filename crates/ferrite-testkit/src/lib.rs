@@ -1,0 +1,20 @@
+//! Support for Ferrite's system tests: real daemons on this machine.
+//!
+//! - [`free_port`]: loopback ports no other test in this process holds.
+//! - [`Process`]: a child process whose output goes to a log file, killed
+//!   and reaped on drop; the log's path is printed when a test fails.
+//! - [`Cluster`]: an n-member etcd or ferrite-store cluster started with
+//!   etcd's own flags, with the faults a test needs (kill, pause, resume,
+//!   restart, add a member).
+//!
+//! Everything listens on 127.0.0.1 only. Errors are `anyhow` with context:
+//! this is a test harness, and a failure message should say which member,
+//! which port and what its log said.
+
+mod cluster;
+mod ports;
+mod process;
+
+pub use cluster::{Cluster, ClusterBuilder, Member, ServerKind, HEALTH_TIMEOUT};
+pub use ports::free_port;
+pub use process::Process;
