@@ -47,21 +47,9 @@ struct Load {
 }
 
 const LOADS: &[Load] = &[
-    Load {
-        name: "PUT, 1 connection",
-        script: PUT_SCRIPT,
-        connections: 1,
-    },
-    Load {
-        name: "PUT, 32 connections",
-        script: PUT_SCRIPT,
-        connections: 32,
-    },
-    Load {
-        name: "GET, 32 connections",
-        script: GET_SCRIPT,
-        connections: 32,
-    },
+    Load { name: "PUT, 1 connection", script: PUT_SCRIPT, connections: 1 },
+    Load { name: "PUT, 32 connections", script: PUT_SCRIPT, connections: 32 },
+    Load { name: "GET, 32 connections", script: GET_SCRIPT, connections: 32 },
 ];
 
 pub fn store(root: &Path, seconds: u32, write: bool) -> Result<()> {
@@ -73,34 +61,16 @@ pub fn store(root: &Path, seconds: u32, write: bool) -> Result<()> {
     let etcd_bin = Path::new("/usr/bin/etcd");
 
     let mut rows = Vec::new();
-    for (label, bin, port) in [
-        ("ferrite-store", ferrite_bin.as_path(), 22379u16),
-        ("etcd 3.4", etcd_bin, 32379u16),
-    ] {
+    for (label, bin, port) in [("ferrite-store", ferrite_bin.as_path(), 22379u16), ("etcd 3.4", etcd_bin, 32379u16)] {
         eprintln!("==> starting a 3-member {label} cluster");
-        let cluster = LocalCluster::start(
-            bin,
-            &[],
-            3,
-            port,
-            &root.join(format!("target/bench/{}", port)),
-        )?;
+        let cluster = LocalCluster::start(bin, &[], 3, port, &root.join(format!("target/bench/{}", port)))?;
         // Load the leader-independent first member, as a client would.
         let endpoint = cluster.endpoints[0].clone();
         let mut figures = Vec::new();
         for load in LOADS {
-            let script = if load.script == PUT_SCRIPT {
-                "put.lua"
-            } else {
-                "get.lua"
-            };
+            let script = if load.script == PUT_SCRIPT { "put.lua" } else { "get.lua" };
             eprintln!("    {label}: {} for {seconds} s", load.name);
-            figures.push(wrk(
-                &scripts.join(script),
-                &endpoint,
-                load.connections,
-                seconds,
-            )?);
+            figures.push(wrk(&scripts.join(script), &endpoint, load.connections, seconds)?);
         }
         rows.push((label, figures));
     }
@@ -126,26 +96,14 @@ pub fn store(root: &Path, seconds: u32, write: bool) -> Result<()> {
 fn wrk(script: &Path, endpoint: &str, connections: u32, seconds: u32) -> Result<Figures> {
     let threads = connections.min(2).to_string();
     let out = Command::new("wrk")
-        .args([
-            "-t",
-            &threads,
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{seconds}s"),
-            "--latency",
-            "-s",
-        ])
+        .args(["-t", &threads, "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency", "-s"])
         .arg(script)
         .arg(endpoint)
         .output()
         .context("cannot run wrk (package wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        bail!(
-            "wrk failed: {}\n{text}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("wrk failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
     }
     parse_wrk(&text).with_context(|| format!("cannot read wrk's output:\n{text}"))
 }
@@ -163,10 +121,7 @@ pub fn parse_wrk(text: &str) -> Option<Figures> {
         } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
             f.errors += rest.trim().parse::<u64>().ok()?;
         } else if let Some(rest) = line.strip_prefix("Socket errors:") {
-            f.errors += rest
-                .split(',')
-                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                .sum::<u64>();
+            f.errors += rest.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum::<u64>();
         }
     }
     (f.requests_per_sec > 0.0).then_some(f)

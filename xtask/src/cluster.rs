@@ -28,13 +28,7 @@ impl LocalCluster {
     /// Starts `size` members of `bin` with client ports from `base_port`
     /// (odd offsets) and peer ports after them, data under `dir`, and
     /// waits until `etcdctl cluster-health` passes.
-    pub fn start(
-        bin: &Path,
-        extra_args: &[&str],
-        size: usize,
-        base_port: u16,
-        dir: &Path,
-    ) -> Result<LocalCluster> {
+    pub fn start(bin: &Path, extra_args: &[&str], size: usize, base_port: u16, dir: &Path) -> Result<LocalCluster> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let offset = |i: usize| u16::try_from(2 * i).unwrap_or(0);
@@ -42,37 +36,19 @@ impl LocalCluster {
         let peer = |i: usize| format!("http://127.0.0.1:{}", base_port + 1 + offset(i));
         let initial: Vec<String> = (0..size).map(|i| format!("n{i}={}", peer(i))).collect();
         let initial = initial.join(",");
-        let mut cluster = LocalCluster {
-            children: Vec::new(),
-            endpoints: (0..size).map(client).collect(),
-            dir: dir.into(),
-        };
+        let mut cluster =
+            LocalCluster { children: Vec::new(), endpoints: (0..size).map(client).collect(), dir: dir.into() };
         for i in 0..size {
             let log_path = dir.join(format!("n{i}.log"));
-            let log = std::fs::File::create(&log_path)
-                .with_context(|| format!("cannot create {}", log_path.display()))?;
+            let log =
+                std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
             let child = Command::new(bin)
                 .args(["--name", &format!("n{i}")])
                 .arg("--data-dir")
                 .arg(dir.join(format!("n{i}")))
-                .args([
-                    "--listen-client-urls",
-                    &client(i),
-                    "--advertise-client-urls",
-                    &client(i),
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer(i),
-                    "--initial-advertise-peer-urls",
-                    &peer(i),
-                ])
-                .args([
-                    "--initial-cluster",
-                    &initial,
-                    "--initial-cluster-token",
-                    "xtask-cluster",
-                ])
+                .args(["--listen-client-urls", &client(i), "--advertise-client-urls", &client(i)])
+                .args(["--listen-peer-urls", &peer(i), "--initial-advertise-peer-urls", &peer(i)])
+                .args(["--initial-cluster", &initial, "--initial-cluster-token", "xtask-cluster"])
                 .args(["--initial-cluster-state", "new", "--enable-v2"])
                 .args(extra_args)
                 .stdout(Stdio::null())
@@ -114,22 +90,13 @@ pub fn run(root: &Path, size: usize, check: bool) -> Result<()> {
     let bin = root.join("target/release/ferrite-store");
     let cluster = LocalCluster::start(&bin, &[], size, 12379, &root.join("target/cluster"))?;
     let endpoints = cluster.endpoints_arg();
-    print!(
-        "{}",
-        String::from_utf8_lossy(&etcdctl(&endpoints, &["cluster-health"])?.stdout)
-    );
+    print!("{}", String::from_utf8_lossy(&etcdctl(&endpoints, &["cluster-health"])?.stdout));
     let set = etcdctl(&endpoints, &["set", "/ferrite/hello", "world"])?;
     let get = etcdctl(&endpoints, &["get", "/ferrite/hello"])?;
     if !set.status.success() || String::from_utf8_lossy(&get.stdout).trim() != "world" {
-        bail!(
-            "etcdctl set/get through the cluster failed: {}",
-            String::from_utf8_lossy(&get.stderr)
-        );
+        bail!("etcdctl set/get through the cluster failed: {}", String::from_utf8_lossy(&get.stderr));
     }
-    print!(
-        "{}",
-        String::from_utf8_lossy(&etcdctl(&endpoints, &["member", "list"])?.stdout)
-    );
+    print!("{}", String::from_utf8_lossy(&etcdctl(&endpoints, &["member", "list"])?.stdout));
     println!("cluster of {size} up; ETCDCTL_API=2 etcdctl --endpoints {endpoints} ...");
     if check {
         return Ok(());

@@ -73,22 +73,12 @@ fn main() -> Result<()> {
         Task::Test { tier1_only } => test(&root, tier1_only),
         Task::Cluster { check, size } => {
             install_packages(HOST_PACKAGES)?;
-            run(
-                &root,
-                "cargo",
-                &["build", "--release", "-p", "ferrite-store"],
-            )?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             cluster::run(&root, size, check)
         }
-        Task::Bench {
-            what: Bench::Store { seconds, write },
-        } => {
+        Task::Bench { what: Bench::Store { seconds, write } } => {
             install_packages(HOST_PACKAGES)?;
-            run(
-                &root,
-                "cargo",
-                &["build", "--release", "-p", "ferrite-store"],
-            )?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             bench::store(&root, seconds, write)
         }
     }
@@ -96,10 +86,7 @@ fn main() -> Result<()> {
 
 fn workspace_root() -> Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .context("xtask has no parent directory")
+    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }
 
 fn test(root: &Path, tier1_only: bool) -> Result<()> {
@@ -109,29 +96,13 @@ fn test(root: &Path, tier1_only: bool) -> Result<()> {
     step("formatting");
     run(root, "cargo", &["fmt", "--all", "--check"])?;
     step("lints");
-    run(
-        root,
-        "cargo",
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--all-features",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
+    run(root, "cargo", &["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
     step("tier 1: unit and in-process tests");
     run(root, "cargo", &["test", "--workspace"])?;
     if !tier1_only {
         step("tier 2: system tests (real etcd, etcdctl, processes)");
         run(root, "cargo", &["build", "--workspace", "--bins"])?;
-        run(
-            root,
-            "cargo",
-            &["test", "--workspace", "--all-features", "--test", "system"],
-        )?;
+        run(root, "cargo", &["test", "--workspace", "--all-features", "--test", "system"])?;
     }
     step("all tests passed");
     Ok(())
@@ -143,11 +114,8 @@ fn step(what: &str) {
 
 /// Runs a command in `dir`, failing with its exit status.
 pub fn run(dir: &Path, program: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .with_context(|| format!("cannot run {program}"))?;
+    let status =
+        Command::new(program).args(args).current_dir(dir).status().with_context(|| format!("cannot run {program}"))?;
     if !status.success() {
         bail!("`{program} {}` failed: {status}", args.join(" "));
     }

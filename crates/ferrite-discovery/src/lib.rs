@@ -55,24 +55,16 @@ pub enum Error {
 /// Checks an advertised base URL as discovery.etcd.io does: a scheme and a
 /// host, and no path, query or fragment. Returns `scheme://host[:port]`.
 pub fn host_only_url(given: &str) -> Result<String, Error> {
-    let invalid = |reason: String| Error::InvalidHost {
-        host: given.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| Error::InvalidHost { host: given.to_owned(), reason };
     let url = url::Url::parse(given).map_err(|e| invalid(e.to_string()))?;
     if url.path() != "/" && !url.path().is_empty() {
-        return Err(invalid(format!(
-            "expected a URL without path ({})",
-            url.path()
-        )));
+        return Err(invalid(format!("expected a URL without path ({})", url.path())));
     }
     if let Some(query) = url.query() {
         return Err(invalid(format!("expected a URL without query (?{query})")));
     }
     if let Some(fragment) = url.fragment() {
-        return Err(invalid(format!(
-            "expected a URL without fragment ({fragment})"
-        )));
+        return Err(invalid(format!("expected a URL without fragment ({fragment})")));
     }
     let Some(host) = url.host_str() else {
         return Err(invalid("expected a host name (none given)".to_owned()));
@@ -166,10 +158,7 @@ async fn log_request(request: Request, next: Next) -> Response {
 fn http_error(status: StatusCode, message: &str) -> Response {
     (
         status,
-        [
-            ("content-type", "text/plain; charset=utf-8"),
-            ("x-content-type-options", "nosniff"),
-        ],
+        [("content-type", "text/plain; charset=utf-8"), ("x-content-type-options", "nosniff")],
         format!("{message}\n"),
     )
         .into_response()
@@ -210,10 +199,7 @@ impl Service {
     }
 
     async fn delete_token(&self, token: &str) -> Result<(), ferrite_etcd_client::Error> {
-        let options = DeleteOptions {
-            recursive: true,
-            ..DeleteOptions::default()
-        };
+        let options = DeleteOptions { recursive: true, ..DeleteOptions::default() };
         self.etcd.delete(&token_dir(token), &options).await?;
         Ok(())
     }
@@ -238,11 +224,8 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
 
 /// `size` from the query string or a form body, as Go's `FormValue` finds it.
 fn size_param(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<String> {
-    let find = |bytes: &[u8]| {
-        url::form_urlencoded::parse(bytes)
-            .find(|(k, _)| k == "size")
-            .map(|(_, v)| v.into_owned())
-    };
+    let find =
+        |bytes: &[u8]| url::form_urlencoded::parse(bytes).find(|(k, _)| k == "size").map(|(_, v)| v.into_owned());
     let is_form = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -251,12 +234,7 @@ fn size_param(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Option<String> {
     from_body.or_else(|| find(uri.query().unwrap_or("").as_bytes()))
 }
 
-async fn new_token(
-    State(service): State<Service>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn new_token(State(service): State<Service>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let size = match size_param(&uri, &headers, &body).filter(|s| !s.is_empty()) {
         None => 3,
         Some(s) => match parse_size(&s) {
@@ -267,10 +245,7 @@ async fn new_token(
     match service.setup_token(size).await {
         Ok(token) => {
             tracing::info!(%token, size, "new cluster created");
-            text(format!(
-                "{}/{token}",
-                service.base_url.trim_end_matches('/')
-            ))
+            text(format!("{}/{token}", service.base_url.trim_end_matches('/')))
         }
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "could not set up a token");
@@ -352,13 +327,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-async fn token(
-    State(service): State<Service>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn token(State(service): State<Service>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let target = match route(&method, uri.path()) {
         Route::Proxy(target) => target,
         Route::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
@@ -370,11 +339,7 @@ async fn token(
             forward_headers.append(name.clone(), value.clone());
         }
     }
-    let upstream = match service
-        .etcd
-        .forward(method, &target, uri.query(), &forward_headers, body)
-        .await
-    {
+    let upstream = match service.etcd.forward(method, &target, uri.query(), &forward_headers, body).await {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), %target, "error making request");
@@ -421,10 +386,7 @@ mod tests {
             proxied(Method::PUT, &format!("/{TOKEN}/")),
             Route::Proxy(format!("/v2/keys/_etcd/registry/{TOKEN}"))
         );
-        assert_eq!(
-            proxied(Method::DELETE, &format!("/{TOKEN}")),
-            Route::MethodNotAllowed
-        );
+        assert_eq!(proxied(Method::DELETE, &format!("/{TOKEN}")), Route::MethodNotAllowed);
         assert_eq!(
             proxied(Method::PUT, &format!("/{TOKEN}/8e9e05c52164694d")),
             Route::Proxy(format!("/v2/keys/_etcd/registry/{TOKEN}/8e9e05c52164694d"))
@@ -433,27 +395,15 @@ mod tests {
             proxied(Method::DELETE, &format!("/{TOKEN}/8e9e05c52164694d")),
             Route::Proxy(format!("/v2/keys/_etcd/registry/{TOKEN}/8e9e05c52164694d"))
         );
-        assert_eq!(
-            proxied(Method::POST, &format!("/{TOKEN}/8e9e05c52164694d")),
-            Route::MethodNotAllowed
-        );
+        assert_eq!(proxied(Method::POST, &format!("/{TOKEN}/8e9e05c52164694d")), Route::MethodNotAllowed);
         assert_eq!(
             proxied(Method::GET, &format!("/{TOKEN}/_config/size")),
             Route::Proxy(format!("/v2/keys/_etcd/registry/{TOKEN}/_config/size"))
         );
-        assert_eq!(
-            proxied(Method::PUT, &format!("/{TOKEN}/_config/size")),
-            Route::MethodNotAllowed
-        );
-        assert_eq!(
-            proxied(Method::GET, &format!("/{TOKEN}/a/b")),
-            Route::NotFound
-        );
+        assert_eq!(proxied(Method::PUT, &format!("/{TOKEN}/_config/size")), Route::MethodNotAllowed);
+        assert_eq!(proxied(Method::GET, &format!("/{TOKEN}/a/b")), Route::NotFound);
         assert_eq!(proxied(Method::GET, "/0123"), Route::NotFound);
-        assert_eq!(
-            proxied(Method::GET, "/0123456789ABCDEF0123456789ABCDEF"),
-            Route::NotFound
-        );
+        assert_eq!(proxied(Method::GET, "/0123456789ABCDEF0123456789ABCDEF"), Route::NotFound);
     }
 
     #[test]
@@ -467,10 +417,7 @@ mod tests {
     fn sizes_parse_like_atoi() {
         assert_eq!(parse_size("5"), Ok(5));
         assert_eq!(parse_size("+3"), Ok(3));
-        assert_eq!(
-            parse_size("abc"),
-            Err("strconv.Atoi: parsing \"abc\": invalid syntax".to_owned())
-        );
+        assert_eq!(parse_size("abc"), Err("strconv.Atoi: parsing \"abc\": invalid syntax".to_owned()));
         assert_eq!(
             parse_size("99999999999999999999"),
             Err("strconv.Atoi: parsing \"99999999999999999999\": value out of range".to_owned())
@@ -481,29 +428,17 @@ mod tests {
     #[test]
     fn size_comes_from_the_form_or_the_query() {
         let uri: Uri = "/new?size=5".parse().unwrap();
-        assert_eq!(
-            size_param(&uri, &HeaderMap::new(), b""),
-            Some("5".to_owned())
-        );
+        assert_eq!(size_param(&uri, &HeaderMap::new(), b""), Some("5".to_owned()));
         let mut form = HeaderMap::new();
-        form.insert(
-            "content-type",
-            "application/x-www-form-urlencoded".parse().unwrap(),
-        );
+        form.insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
         assert_eq!(size_param(&uri, &form, b"size=7"), Some("7".to_owned()));
         assert_eq!(size_param(&"/new".parse().unwrap(), &form, b""), None);
     }
 
     #[test]
     fn host_must_be_a_bare_url() {
-        assert_eq!(
-            host_only_url("http://127.0.0.1:8087").unwrap(),
-            "http://127.0.0.1:8087"
-        );
-        assert_eq!(
-            host_only_url("https://discovery.example/").unwrap(),
-            "https://discovery.example"
-        );
+        assert_eq!(host_only_url("http://127.0.0.1:8087").unwrap(), "http://127.0.0.1:8087");
+        assert_eq!(host_only_url("https://discovery.example/").unwrap(), "https://discovery.example");
         for bad in ["http://h/path", "http://h/?q=1", "http://h/#f", "nonsense"] {
             assert!(host_only_url(bad).is_err(), "{bad}");
         }

@@ -15,11 +15,7 @@ use tracing_subscriber::EnvFilter;
 #[command(version, about)]
 struct Args {
     /// Address to serve HTTP on.
-    #[arg(
-        long,
-        env = "FERRITE_DISCOVERY_LISTEN_ADDR",
-        default_value = "127.0.0.1:8087"
-    )]
+    #[arg(long, env = "FERRITE_DISCOVERY_LISTEN_ADDR", default_value = "127.0.0.1:8087")]
     listen_addr: SocketAddr,
 
     /// Client URLs of the backing store (ferrite-store or etcd with
@@ -48,11 +44,7 @@ fn init_tracing() {
         }
     }
     registry
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()))
         .init();
 }
 
@@ -76,10 +68,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
-    let config = ferrite_discovery::Config {
-        etcd_endpoints: args.etcd_endpoints,
-        host: args.host,
-    };
+    let config = ferrite_discovery::Config { etcd_endpoints: args.etcd_endpoints, host: args.host };
     ferrite_discovery::run(config, listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -227,12 +227,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, cause: impl Into<String>, index: u64) -> Error {
-        Error {
-            error_code: code.code(),
-            message: code.message().to_owned(),
-            cause: cause.into(),
-            index,
-        }
+        Error { error_code: code.code(), message: code.message().to_owned(), cause: cause.into(), index }
     }
 
     pub fn code(&self) -> Option<ErrorCode> {
@@ -247,11 +242,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // etcd's `Error.Error()`: "<code>: <message> (<cause>) [<index>]".
-        write!(
-            f,
-            "{}: {} ({}) [{}]",
-            self.error_code, self.message, self.cause, self.index
-        )
+        write!(f, "{}: {} ({}) [{}]", self.error_code, self.message, self.cause, self.index)
     }
 }
 
@@ -311,12 +302,7 @@ pub fn format_time(unix_nanos: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    let mut out = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    );
+    let mut out = format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60);
     if nanos != 0 {
         let fraction = format!("{nanos:09}");
         out.push('.');
@@ -339,11 +325,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     // Both are small by construction (1..=31, 1..=12).
-    (
-        year,
-        u32::try_from(month).unwrap_or(1),
-        u32::try_from(day).unwrap_or(1),
-    )
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
 }
 
 fn is_none_or_empty(nodes: &Option<Vec<Node>>) -> bool {
@@ -387,25 +369,10 @@ mod tests {
 
     #[test]
     fn empty_value_is_kept_but_absent_value_is_not() {
-        let with_empty = Node {
-            key: "/a".into(),
-            value: Some(String::new()),
-            ..Node::default()
-        };
-        assert_eq!(
-            serde_json::to_string(&with_empty).unwrap(),
-            r#"{"key":"/a","value":""}"#
-        );
-        let dir = Node {
-            key: "/d".into(),
-            dir: true,
-            nodes: Some(Vec::new()),
-            ..Node::default()
-        };
-        assert_eq!(
-            serde_json::to_string(&dir).unwrap(),
-            r#"{"key":"/d","dir":true}"#
-        );
+        let with_empty = Node { key: "/a".into(), value: Some(String::new()), ..Node::default() };
+        assert_eq!(serde_json::to_string(&with_empty).unwrap(), r#"{"key":"/a","value":""}"#);
+        let dir = Node { key: "/d".into(), dir: true, nodes: Some(Vec::new()), ..Node::default() };
+        assert_eq!(serde_json::to_string(&dir).unwrap(), r#"{"key":"/d","dir":true}"#);
     }
 
     #[test]
@@ -432,14 +399,8 @@ mod tests {
     #[test]
     fn times_print_as_go_rfc3339nano() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            format_time(1_784_067_293_289_578_149),
-            "2026-07-14T22:14:53.289578149Z"
-        );
-        assert_eq!(
-            format_time(1_784_067_293_500_000_000),
-            "2026-07-14T22:14:53.5Z"
-        );
+        assert_eq!(format_time(1_784_067_293_289_578_149), "2026-07-14T22:14:53.289578149Z");
+        assert_eq!(format_time(1_784_067_293_500_000_000), "2026-07-14T22:14:53.5Z");
         assert_eq!(format_time(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
     }
 

@@ -72,11 +72,7 @@ impl ClientBuilder {
         if self.endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
-        let endpoints = self
-            .endpoints
-            .iter()
-            .map(|e| parse_endpoint(e))
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = self.endpoints.iter().map(|e| parse_endpoint(e)).collect::<Result<Vec<_>, _>>()?;
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             // Watches have no time limit: keepalive finds a peer that died
@@ -86,11 +82,7 @@ impl ClientBuilder {
             // environment.
             .no_proxy()
             .build()
-            .map_err(|source| Error::Transport {
-                endpoint: endpoints[0].to_string(),
-                tried: 0,
-                source,
-            })?;
+            .map_err(|source| Error::Transport { endpoint: endpoints[0].to_string(), tried: 0, source })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
@@ -104,10 +96,7 @@ impl ClientBuilder {
 }
 
 fn parse_endpoint(endpoint: &str) -> Result<Url, Error> {
-    let invalid = |reason: &str| Error::InvalidEndpoint {
-        endpoint: endpoint.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| Error::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: reason.to_owned() };
     let url = Url::parse(endpoint).map_err(|e| invalid(&e.to_string()))?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(invalid("the scheme must be http or https"));
@@ -152,15 +141,7 @@ pub(crate) struct Call<'a> {
 
 impl<'a> Call<'a> {
     pub fn new(method: Method, api: Api, path: &'a str) -> Call<'a> {
-        Call {
-            method,
-            api,
-            path,
-            query: Vec::new(),
-            form: None,
-            json: None,
-            wait: false,
-        }
+        Call { method, api, path, query: Vec::new(), form: None, json: None, wait: false }
     }
 }
 
@@ -232,10 +213,7 @@ impl Answer {
     pub fn into_keys_response(self) -> Result<Response, Error> {
         if self.status.is_success() {
             let event = self.decode()?;
-            Ok(Response {
-                event,
-                headers: EtcdHeaders::from_headers(&self.headers),
-            })
+            Ok(Response { event, headers: EtcdHeaders::from_headers(&self.headers) })
         } else {
             Err(Error::Api(self.decode()?))
         }
@@ -254,11 +232,7 @@ impl Answer {
         let message = serde_json::from_slice::<Message>(&self.body)
             .map(|m| m.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(&self.body).trim().to_owned());
-        Err(Error::Status {
-            endpoint: self.endpoint.to_string(),
-            status: self.status,
-            message,
-        })
+        Err(Error::Status { endpoint: self.endpoint.to_string(), status: self.status, message })
     }
 }
 
@@ -279,10 +253,7 @@ impl Client {
         S: AsRef<str>,
     {
         ClientBuilder {
-            endpoints: endpoints
-                .into_iter()
-                .map(|e| e.as_ref().to_owned())
-                .collect(),
+            endpoints: endpoints.into_iter().map(|e| e.as_ref().to_owned()).collect(),
             keys_prefix: KEYS_PREFIX.to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -340,31 +311,18 @@ impl Client {
                     tracing::warn!(%endpoint, error = %source, "cannot connect to etcd endpoint");
                     last = Some((endpoint.clone(), source));
                 }
-                Err(source) => {
-                    return Err(Error::Transport {
-                        endpoint: endpoint.to_string(),
-                        tried: i + 1,
-                        source,
-                    })
-                }
+                Err(source) => return Err(Error::Transport { endpoint: endpoint.to_string(), tried: i + 1, source }),
             }
         }
         let (endpoint, source) = last.expect("at least one endpoint");
-        Err(Error::Transport {
-            endpoint: endpoint.to_string(),
-            tried: n,
-            source,
-        })
+        Err(Error::Transport { endpoint: endpoint.to_string(), tried: n, source })
     }
 
     /// Sends `call` and reads the whole answer.
     pub(crate) async fn execute(&self, call: &Call<'_>) -> Result<Answer, Error> {
         let (endpoint, response) = self
             .send_with(|endpoint| {
-                let mut request = self
-                    .inner
-                    .http
-                    .request(call.method.clone(), self.url(endpoint, call.api, call.path));
+                let mut request = self.inner.http.request(call.method.clone(), self.url(endpoint, call.api, call.path));
                 if !call.query.is_empty() {
                     request = request.query(&call.query);
                 }
@@ -387,12 +345,7 @@ impl Client {
             tried: 1,
             source,
         })?;
-        Ok(Answer {
-            endpoint,
-            status,
-            headers,
-            body,
-        })
+        Ok(Answer { endpoint, status, headers, body })
     }
 
     /// Sends a request as given (method, absolute path, raw query string,
@@ -411,11 +364,7 @@ impl Client {
             .send_with(|endpoint| {
                 let mut url = self.url(endpoint, Api::Root, path);
                 url.set_query(query);
-                self.inner
-                    .http
-                    .request(method.clone(), url)
-                    .headers(headers.clone())
-                    .body(body.clone())
+                self.inner.http.request(method.clone(), url).headers(headers.clone()).body(body.clone())
             })
             .await?;
         Ok(response)
@@ -430,27 +379,12 @@ mod tests {
     fn urls_join_prefix_and_key_as_path_join_does() {
         let client = Client::new(["http://127.0.0.1:2379"]).unwrap();
         let ep = client.current_endpoint().clone();
-        assert_eq!(
-            client.url(&ep, Api::Keys, "/foo/bar/").as_str(),
-            "http://127.0.0.1:2379/v2/keys/foo/bar"
-        );
-        assert_eq!(
-            client.url(&ep, Api::Keys, "a b?c").as_str(),
-            "http://127.0.0.1:2379/v2/keys/a%20b%3Fc"
-        );
-        assert_eq!(
-            client.url(&ep, Api::Keys, "/").as_str(),
-            "http://127.0.0.1:2379/v2/keys"
-        );
-        assert_eq!(
-            client.url(&ep, Api::Root, "/v2/members").as_str(),
-            "http://127.0.0.1:2379/v2/members"
-        );
+        assert_eq!(client.url(&ep, Api::Keys, "/foo/bar/").as_str(), "http://127.0.0.1:2379/v2/keys/foo/bar");
+        assert_eq!(client.url(&ep, Api::Keys, "a b?c").as_str(), "http://127.0.0.1:2379/v2/keys/a%20b%3Fc");
+        assert_eq!(client.url(&ep, Api::Keys, "/").as_str(), "http://127.0.0.1:2379/v2/keys");
+        assert_eq!(client.url(&ep, Api::Root, "/v2/members").as_str(), "http://127.0.0.1:2379/v2/members");
 
-        let discovery = Client::builder(["http://127.0.0.1:8087/base/"])
-            .keys_prefix("")
-            .build()
-            .unwrap();
+        let discovery = Client::builder(["http://127.0.0.1:8087/base/"]).keys_prefix("").build().unwrap();
         let ep = discovery.current_endpoint().clone();
         assert_eq!(
             discovery.url(&ep, Api::Keys, "/abc/_config/size").as_str(),
@@ -460,15 +394,9 @@ mod tests {
 
     #[test]
     fn endpoints_are_checked() {
-        assert!(matches!(
-            Client::new(Vec::<String>::new()),
-            Err(Error::NoEndpoints)
-        ));
+        assert!(matches!(Client::new(Vec::<String>::new()), Err(Error::NoEndpoints)));
         for bad in ["127.0.0.1:2379", "unix:///x", "http://h:1/?a=b", "nonsense"] {
-            assert!(
-                matches!(Client::new([bad]), Err(Error::InvalidEndpoint { .. })),
-                "{bad}"
-            );
+            assert!(matches!(Client::new([bad]), Err(Error::InvalidEndpoint { .. })), "{bad}");
         }
     }
 
@@ -524,9 +452,7 @@ mod tests {
             let client = Client::new([a.as_str(), b.as_str()]).unwrap();
             let err = client.get("/k", &GetOptions::default()).await.unwrap_err();
             match &err {
-                Error::Transport {
-                    endpoint, tried, ..
-                } => {
+                Error::Transport { endpoint, tried, .. } => {
                     assert_eq!(endpoint, &format!("{b}/"));
                     assert_eq!(*tried, 2);
                 }
@@ -538,11 +464,7 @@ mod tests {
         #[tokio::test]
         async fn does_not_fail_over_on_an_etcd_error() {
             let first = FakeServer::start(|_, _| {
-                event(
-                    404,
-                    4,
-                    r#"{"errorCode":100,"message":"Key not found","cause":"/k","index":4}"#,
-                )
+                event(404, 4, r#"{"errorCode":100,"message":"Key not found","cause":"/k","index":4}"#)
             })
             .await;
             let second = FakeServer::start(|_, _| event(200, 9, GOT)).await;
@@ -557,10 +479,7 @@ mod tests {
             let server = FakeServer::start(|_, _| event(201, 5, "{}")).await;
             let client = Client::new([server.url.as_str()]).unwrap();
             let mut headers = HeaderMap::new();
-            headers.insert(
-                "content-type",
-                "application/x-www-form-urlencoded".parse().unwrap(),
-            );
+            headers.insert("content-type", "application/x-www-form-urlencoded".parse().unwrap());
             let response = client
                 .forward(
                     Method::PUT,
@@ -577,10 +496,7 @@ mod tests {
             assert_eq!(seen.path, "/v2/keys/_etcd/registry/tok/abc");
             assert_eq!(seen.param("prevExist"), Some("false"));
             assert_eq!(seen.body, "value=x");
-            assert_eq!(
-                seen.content_type.as_deref(),
-                Some("application/x-www-form-urlencoded")
-            );
+            assert_eq!(seen.content_type.as_deref(), Some("application/x-www-form-urlencoded"));
         }
     }
 }

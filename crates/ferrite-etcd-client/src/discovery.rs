@@ -61,11 +61,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 8 retries, 1 s doubling to 30 s: about two minutes in all.
     fn default() -> RetryPolicy {
-        RetryPolicy {
-            max_retries: 8,
-            first_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-        }
+        RetryPolicy { max_retries: 8, first_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(30) }
     }
 }
 
@@ -80,9 +76,7 @@ pub async fn join(
     name: &str,
     peer_urls: &[String],
 ) -> Result<String, DiscoveryError> {
-    Discovery::new(discovery_url, member_id)?
-        .join_cluster(&member_entry(name, peer_urls))
-        .await
+    Discovery::new(discovery_url, member_id)?.join_cluster(&member_entry(name, peer_urls)).await
 }
 
 /// Reads the cluster registered under a token without joining it, waiting
@@ -135,9 +129,7 @@ fn retryable(e: &Error) -> bool {
 
 impl Discovery {
     pub fn new(discovery_url: &str, member_id: u64) -> Result<Discovery, DiscoveryError> {
-        let invalid = || DiscoveryError::InvalidUrl {
-            url: discovery_url.to_owned(),
-        };
+        let invalid = || DiscoveryError::InvalidUrl { url: discovery_url.to_owned() };
         let url = Url::parse(discovery_url).map_err(|_| invalid())?;
         let cluster = url.path().trim_end_matches('/').to_owned();
         if cluster.is_empty() {
@@ -147,10 +139,7 @@ impl Discovery {
         endpoint.set_path("");
         endpoint.set_query(None);
         endpoint.set_fragment(None);
-        let client = Client::builder([endpoint.as_str()])
-            .keys_prefix("")
-            .build()
-            .map_err(|_| invalid())?;
+        let client = Client::builder([endpoint.as_str()]).keys_prefix("").build().map_err(|_| invalid())?;
         Ok(Discovery {
             client,
             url: discovery_url.to_owned(),
@@ -225,9 +214,7 @@ impl Discovery {
             match self.client.create(&key, entry, None).await {
                 Ok(response) => break response,
                 Err(e) if e.is(ErrorCode::NodeExist) => {
-                    return Err(DiscoveryError::DuplicateId {
-                        id: format_id(self.id),
-                    })
+                    return Err(DiscoveryError::DuplicateId { id: format_id(self.id) })
                 }
                 // Only a request that never left is safe to send again.
                 Err(e) if e.is_unreachable() => self.backoff("registering self", e).await?,
@@ -235,14 +222,8 @@ impl Discovery {
             }
         };
         // Make sure our own key is visible on the server we talk to.
-        let options = WatchOptions {
-            recursive: false,
-            wait_index: Some(created.event.node.created_index),
-        };
-        self.client
-            .watch(&key, &options)
-            .await
-            .map_err(DiscoveryError::Etcd)?;
+        let options = WatchOptions { recursive: false, wait_index: Some(created.event.node.created_index) };
+        self.client.watch(&key, &options).await.map_err(DiscoveryError::Etcd)?;
         Ok(())
     }
 
@@ -261,32 +242,20 @@ impl Discovery {
         let size_key = format!("{}/size", self.config_key());
         let size = match self.client.get(&size_key, &GetOptions::default()).await {
             Ok(response) => response.event.node.value.unwrap_or_default(),
-            Err(e) if e.is(ErrorCode::KeyNotFound) => {
-                return Err(Err(DiscoveryError::SizeNotFound))
-            }
+            Err(e) if e.is(ErrorCode::KeyNotFound) => return Err(Err(DiscoveryError::SizeNotFound)),
             Err(e) if retryable(&e) => return Err(Ok(e)),
-            Err(source @ Error::Decode { .. }) => {
-                return Err(Err(DiscoveryError::BadDiscoveryEndpoint { source }))
-            }
+            Err(source @ Error::Decode { .. }) => return Err(Err(DiscoveryError::BadDiscoveryEndpoint { source })),
             Err(e) => return Err(Err(DiscoveryError::Etcd(e))),
         };
-        let size: u64 = size
-            .parse()
-            .map_err(|_| Err(DiscoveryError::BadSizeKey { value: size }))?;
+        let size: u64 = size.parse().map_err(|_| Err(DiscoveryError::BadSizeKey { value: size }))?;
 
         let listing = match self.client.get(&self.cluster, &GetOptions::default()).await {
             Ok(response) => response,
             Err(e) if retryable(&e) => return Err(Ok(e)),
             Err(e) => return Err(Err(DiscoveryError::Etcd(e))),
         };
-        let mut nodes: Vec<Node> = listing
-            .event
-            .node
-            .nodes
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| base(&n.key) != "_config")
-            .collect();
+        let mut nodes: Vec<Node> =
+            listing.event.node.nodes.unwrap_or_default().into_iter().filter(|n| base(&n.key) != "_config").collect();
         nodes.sort_by_key(|n| n.created_index);
 
         let me = format_id(self.id);
@@ -297,12 +266,7 @@ impl Discovery {
         if full {
             nodes.truncate(size as usize);
         }
-        Ok(Check {
-            nodes,
-            size,
-            index: listing.headers.etcd_index,
-            full,
-        })
+        Ok(Check { nodes, size, index: listing.headers.etcd_index, full })
     }
 
     async fn wait_nodes(&mut self, mut check: Check) -> Result<(Vec<Node>, u64), DiscoveryError> {
@@ -327,10 +291,7 @@ impl Discovery {
                     needed = size - all.len() as u64,
                     "found peers from discovery server; waiting for more"
                 );
-                let options = WatchOptions {
-                    recursive: true,
-                    wait_index: Some(next),
-                };
+                let options = WatchOptions { recursive: true, wait_index: Some(next) };
                 let event = match self.client.watch(&self.cluster, &options).await {
                     Ok(response) => response.event,
                     Err(e) if retryable(&e) || e.is(ErrorCode::EventIndexCleared) => {
@@ -366,14 +327,8 @@ impl Discovery {
 /// Joins the members' entries into the initial cluster and checks it as
 /// etcd does: valid peer URLs, and `size` distinct names.
 fn nodes_to_cluster(nodes: &[Node], size: u64) -> Result<String, DiscoveryError> {
-    let cluster = nodes
-        .iter()
-        .map(|n| n.value.as_deref().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join(",");
-    let names = parse_urls_map(&cluster).ok_or_else(|| DiscoveryError::InvalidUrl {
-        url: cluster.clone(),
-    })?;
+    let cluster = nodes.iter().map(|n| n.value.as_deref().unwrap_or("")).collect::<Vec<_>>().join(",");
+    let names = parse_urls_map(&cluster).ok_or_else(|| DiscoveryError::InvalidUrl { url: cluster.clone() })?;
     if names.len() as u64 != size {
         return Err(DiscoveryError::DuplicateName { cluster });
     }
@@ -428,10 +383,7 @@ mod tests {
     #[test]
     fn member_entry_is_sorted_pairs() {
         let urls = ["http://b:2380".to_string(), "http://a:2380".to_string()];
-        assert_eq!(
-            member_entry("n1", &urls),
-            "n1=http://a:2380,n1=http://b:2380"
-        );
+        assert_eq!(member_entry("n1", &urls), "n1=http://a:2380,n1=http://b:2380");
     }
 
     #[test]
@@ -440,21 +392,12 @@ mod tests {
         assert_eq!(d.cluster, "/0123abcd");
         assert_eq!(d.self_key(), "/0123abcd/8e9e05c52164694d");
         assert_eq!(d.config_key(), "/0123abcd/_config");
-        assert_eq!(
-            d.client.current_endpoint().as_str(),
-            "http://127.0.0.1:8087/"
-        );
+        assert_eq!(d.client.current_endpoint().as_str(), "http://127.0.0.1:8087/");
 
         let on_etcd = Discovery::new("http://127.0.0.1:2379/v2/keys/discovery/tok/", 1).unwrap();
         assert_eq!(on_etcd.cluster, "/v2/keys/discovery/tok");
-        assert!(matches!(
-            Discovery::new("http://127.0.0.1:8087", 1),
-            Err(DiscoveryError::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            Discovery::new("not a url", 1),
-            Err(DiscoveryError::InvalidUrl { .. })
-        ));
+        assert!(matches!(Discovery::new("http://127.0.0.1:8087", 1), Err(DiscoveryError::InvalidUrl { .. })));
+        assert!(matches!(Discovery::new("not a url", 1), Err(DiscoveryError::InvalidUrl { .. })));
     }
 
     #[test]
@@ -463,14 +406,8 @@ mod tests {
             node("/_etcd/registry/t/1", "a=http://127.0.0.1:1", 5),
             node("/_etcd/registry/t/2", "b=http://127.0.0.1:2", 6),
         ];
-        assert_eq!(
-            nodes_to_cluster(&nodes, 2).unwrap(),
-            "a=http://127.0.0.1:1,b=http://127.0.0.1:2"
-        );
-        let dup = [
-            node("/t/1", "a=http://127.0.0.1:1", 5),
-            node("/t/2", "a=http://127.0.0.1:2", 6),
-        ];
+        assert_eq!(nodes_to_cluster(&nodes, 2).unwrap(), "a=http://127.0.0.1:1,b=http://127.0.0.1:2");
+        let dup = [node("/t/1", "a=http://127.0.0.1:1", 5), node("/t/2", "a=http://127.0.0.1:2", 6)];
         let err = nodes_to_cluster(&dup, 2).unwrap_err();
         assert_eq!(err.to_string(), "discovery: found duplicate name");
         let bad = [node("/t/1", "a=127.0.0.1:1", 5)];
@@ -490,22 +427,10 @@ mod tests {
 
     #[test]
     fn messages_are_etcds() {
-        assert_eq!(
-            DiscoveryError::FullCluster { size: 3 }.to_string(),
-            "discovery: cluster is full"
-        );
-        assert_eq!(
-            DiscoveryError::SizeNotFound.to_string(),
-            "discovery: size key not found"
-        );
-        assert_eq!(
-            DiscoveryError::DuplicateId { id: "1".into() }.to_string(),
-            "discovery: found duplicate id"
-        );
-        assert_eq!(
-            DiscoveryError::BadSizeKey { value: "x".into() }.to_string(),
-            "discovery: size key is bad"
-        );
+        assert_eq!(DiscoveryError::FullCluster { size: 3 }.to_string(), "discovery: cluster is full");
+        assert_eq!(DiscoveryError::SizeNotFound.to_string(), "discovery: size key not found");
+        assert_eq!(DiscoveryError::DuplicateId { id: "1".into() }.to_string(), "discovery: found duplicate id");
+        assert_eq!(DiscoveryError::BadSizeKey { value: "x".into() }.to_string(), "discovery: size key is bad");
     }
 
     mod over_http {
@@ -527,17 +452,9 @@ mod tests {
             })
             .await;
             let url = format!("{}/t", server.url);
-            let err = join(&url, 0xc, "c", &["http://127.0.0.1:3".into()])
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, DiscoveryError::FullCluster { size: 2 }),
-                "{err:?}"
-            );
-            assert!(
-                server.seen().iter().all(|s| s.method == Method::GET),
-                "nothing registered"
-            );
+            let err = join(&url, 0xc, "c", &["http://127.0.0.1:3".into()]).await.unwrap_err();
+            assert!(matches!(err, DiscoveryError::FullCluster { size: 2 }), "{err:?}");
+            assert!(server.seen().iter().all(|s| s.method == Method::GET), "nothing registered");
 
             // A reader (a proxy) gets the cluster in creation order.
             let cluster = get_cluster(&url).await.unwrap();
@@ -547,17 +464,12 @@ mod tests {
         #[tokio::test]
         async fn retries_are_bounded() {
             let url = format!("{}/t", dead_endpoint().await);
-            let mut discovery = Discovery::new(&url, 1)
-                .unwrap()
-                .with_retry_policy(RetryPolicy {
-                    max_retries: 2,
-                    first_backoff: Duration::from_millis(1),
-                    max_backoff: Duration::from_millis(1),
-                });
-            let err = discovery
-                .join_cluster("x=http://127.0.0.1:1")
-                .await
-                .unwrap_err();
+            let mut discovery = Discovery::new(&url, 1).unwrap().with_retry_policy(RetryPolicy {
+                max_retries: 2,
+                first_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(1),
+            });
+            let err = discovery.join_cluster("x=http://127.0.0.1:1").await.unwrap_err();
             assert_eq!(err.to_string(), "discovery: too many retries");
             match err {
                 DiscoveryError::TooManyRetries { last } => assert!(last.is_unreachable()),
@@ -576,13 +488,9 @@ mod tests {
                 }
             })
             .await;
-            let err = join(&format!("{}/t", server.url), 1, "a", &[])
-                .await
-                .unwrap_err();
+            let err = join(&format!("{}/t", server.url), 1, "a", &[]).await.unwrap_err();
             assert_eq!(err.to_string(), "discovery: size key is bad");
-            let err = join(&format!("{}/html", server.url), 1, "a", &[])
-                .await
-                .unwrap_err();
+            let err = join(&format!("{}/html", server.url), 1, "a", &[]).await.unwrap_err();
             assert_eq!(err.to_string(), "discovery: bad discovery endpoint");
         }
     }

@@ -18,11 +18,7 @@ pub enum Error {
     /// etcd answered with an error status outside the keys API (members,
     /// health), with its message.
     #[error("etcd at {endpoint} answered {status}: {message}")]
-    Status {
-        endpoint: String,
-        status: http::StatusCode,
-        message: String,
-    },
+    Status { endpoint: String, status: http::StatusCode, message: String },
 
     /// No endpoint could be reached, or a request broke in flight.
     /// `endpoint` is the last one tried; `tried` counts the endpoints tried.

@@ -88,12 +88,7 @@ impl Client {
     }
 
     /// Writes a key (PUT), under the conditions in `options`.
-    pub async fn set(
-        &self,
-        key: &str,
-        value: &str,
-        options: &SetOptions,
-    ) -> Result<Response, Error> {
+    pub async fn set(&self, key: &str, value: &str, options: &SetOptions) -> Result<Response, Error> {
         let mut call = Call::new(Method::PUT, Api::Keys, key);
         if let Some(prev) = &options.prev_value {
             call.query.push(("prevValue", prev.clone()));
@@ -117,44 +112,21 @@ impl Client {
 
     /// Creates a key that must not exist yet (`prevExist=false`); fails with
     /// `NodeExist` otherwise.
-    pub async fn create(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<Response, Error> {
-        let options = SetOptions {
-            ttl,
-            prev_exist: Some(false),
-            ..SetOptions::default()
-        };
+    pub async fn create(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<Response, Error> {
+        let options = SetOptions { ttl, prev_exist: Some(false), ..SetOptions::default() };
         self.set(key, value, &options).await
     }
 
     /// Changes a key that must exist (`prevExist=true`); fails with
     /// `KeyNotFound` otherwise.
-    pub async fn update(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<Response, Error> {
-        let options = SetOptions {
-            ttl,
-            prev_exist: Some(true),
-            ..SetOptions::default()
-        };
+    pub async fn update(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<Response, Error> {
+        let options = SetOptions { ttl, prev_exist: Some(true), ..SetOptions::default() };
         self.set(key, value, &options).await
     }
 
     /// Creates a directory that must not exist yet.
     pub async fn create_dir(&self, key: &str, ttl: Option<Duration>) -> Result<Response, Error> {
-        let options = SetOptions {
-            ttl,
-            prev_exist: Some(false),
-            dir: true,
-            ..SetOptions::default()
-        };
+        let options = SetOptions { ttl, prev_exist: Some(false), dir: true, ..SetOptions::default() };
         self.set(key, "", &options).await
     }
 
@@ -168,23 +140,14 @@ impl Client {
         prev_index: Option<u64>,
         ttl: Option<Duration>,
     ) -> Result<Response, Error> {
-        let options = SetOptions {
-            ttl,
-            prev_value: prev_value.map(str::to_owned),
-            prev_index,
-            ..SetOptions::default()
-        };
+        let options =
+            SetOptions { ttl, prev_value: prev_value.map(str::to_owned), prev_index, ..SetOptions::default() };
         self.set(key, value, &options).await
     }
 
     /// Resets a key's TTL without changing its value or waking watchers.
     pub async fn refresh(&self, key: &str, ttl: Duration) -> Result<Response, Error> {
-        let options = SetOptions {
-            ttl: Some(ttl),
-            prev_exist: Some(true),
-            refresh: true,
-            ..SetOptions::default()
-        };
+        let options = SetOptions { ttl: Some(ttl), prev_exist: Some(true), refresh: true, ..SetOptions::default() };
         self.set(key, "", &options).await
     }
 
@@ -210,22 +173,14 @@ impl Client {
         prev_value: Option<&str>,
         prev_index: Option<u64>,
     ) -> Result<Response, Error> {
-        let options = DeleteOptions {
-            prev_value: prev_value.map(str::to_owned),
-            prev_index,
-            ..DeleteOptions::default()
-        };
+        let options =
+            DeleteOptions { prev_value: prev_value.map(str::to_owned), prev_index, ..DeleteOptions::default() };
         self.delete(key, &options).await
     }
 
     /// Creates a key with a unique, increasing name in directory `dir`
     /// (POST); the answer's node carries the name chosen.
-    pub async fn create_in_order(
-        &self,
-        dir: &str,
-        value: &str,
-        ttl: Option<Duration>,
-    ) -> Result<Response, Error> {
+    pub async fn create_in_order(&self, dir: &str, value: &str, ttl: Option<Duration>) -> Result<Response, Error> {
         let mut call = Call::new(Method::POST, Api::Keys, dir);
         if let Some(ttl) = ttl {
             call.query.push(("ttl", ttl_seconds(ttl).to_string()));
@@ -277,9 +232,7 @@ mod tests {
 
         const SET: &str = r#"{"action":"set","node":{"key":"/k","value":"v","modifiedIndex":7,"createdIndex":7}}"#;
 
-        async fn one(
-            call: impl AsyncFnOnce(&Client) -> Result<Response, Error>,
-        ) -> (Result<Response, Error>, Seen) {
+        async fn one(call: impl AsyncFnOnce(&Client) -> Result<Response, Error>) -> (Result<Response, Error>, Seen) {
             let server = FakeServer::start(|_, _| event(200, 7, SET)).await;
             let client = Client::new([server.url.as_str()]).unwrap();
             let result = call(&client).await;
@@ -289,11 +242,7 @@ mod tests {
         #[tokio::test]
         async fn get_sends_its_flags() {
             let (r, seen) = one(async |c| {
-                let options = GetOptions {
-                    recursive: true,
-                    sorted: true,
-                    quorum: true,
-                };
+                let options = GetOptions { recursive: true, sorted: true, quorum: true };
                 c.get("/dir/a", &options).await
             })
             .await;
@@ -330,10 +279,7 @@ mod tests {
             assert_eq!(seen.param("prevIndex"), Some("4"));
             assert_eq!(seen.param("prevExist"), Some("true"));
             assert_eq!(seen.body, "value=new+%26+value");
-            assert_eq!(
-                seen.content_type.as_deref(),
-                Some("application/x-www-form-urlencoded")
-            );
+            assert_eq!(seen.content_type.as_deref(), Some("application/x-www-form-urlencoded"));
         }
 
         #[tokio::test]
@@ -345,15 +291,13 @@ mod tests {
             let (_, update) = one(async |c| c.update("/k", "v", None).await).await;
             assert_eq!(update.param("prevExist"), Some("true"));
 
-            let (_, dir) =
-                one(async |c| c.create_dir("/d", Some(Duration::from_secs(5))).await).await;
+            let (_, dir) = one(async |c| c.create_dir("/d", Some(Duration::from_secs(5))).await).await;
             assert_eq!(dir.param("dir"), Some("true"));
             assert_eq!(dir.param("prevExist"), Some("false"));
             assert_eq!(dir.param("ttl"), Some("5"));
             assert_eq!(dir.body, "");
 
-            let (_, cas) =
-                one(async |c| c.compare_and_swap("/k", "v2", Some("v1"), None, None).await).await;
+            let (_, cas) = one(async |c| c.compare_and_swap("/k", "v2", Some("v1"), None, None).await).await;
             assert_eq!(cas.param("prevValue"), Some("v1"));
             assert_eq!(cas.param("prevIndex"), None);
 
@@ -368,32 +312,22 @@ mod tests {
             assert_eq!(cad.param("prevIndex"), Some("9"));
 
             let (_, del) = one(async |c| {
-                let options = DeleteOptions {
-                    recursive: true,
-                    dir: true,
-                    ..DeleteOptions::default()
-                };
+                let options = DeleteOptions { recursive: true, dir: true, ..DeleteOptions::default() };
                 c.delete("/d", &options).await
             })
             .await;
             assert_eq!(del.param("recursive"), Some("true"));
             assert_eq!(del.param("dir"), Some("true"));
 
-            let (_, post) = one(async |c| {
-                c.create_in_order("/queue", "job", Some(Duration::from_secs(60)))
-                    .await
-            })
-            .await;
+            let (_, post) =
+                one(async |c| c.create_in_order("/queue", "job", Some(Duration::from_secs(60))).await).await;
             assert_eq!(post.method, Method::POST);
             assert_eq!(post.path, "/v2/keys/queue");
             assert_eq!(post.param("ttl"), Some("60"));
             assert_eq!(post.body, "value=job");
 
             let (_, watch) = one(async |c| {
-                let options = WatchOptions {
-                    recursive: true,
-                    wait_index: Some(12),
-                };
+                let options = WatchOptions { recursive: true, wait_index: Some(12) };
                 c.watch("/d", &options).await
             })
             .await;
@@ -405,18 +339,11 @@ mod tests {
         #[tokio::test]
         async fn etcd_errors_become_api_errors() {
             let server = FakeServer::start(|_, _| {
-                event(
-                    412,
-                    8,
-                    r#"{"errorCode":101,"message":"Compare failed","cause":"[a != b]","index":8}"#,
-                )
+                event(412, 8, r#"{"errorCode":101,"message":"Compare failed","cause":"[a != b]","index":8}"#)
             })
             .await;
             let client = Client::new([server.url.as_str()]).unwrap();
-            let err = client
-                .compare_and_swap("/k", "c", Some("a"), None, None)
-                .await
-                .unwrap_err();
+            let err = client.compare_and_swap("/k", "c", Some("a"), None, None).await.unwrap_err();
             assert!(err.is(ErrorCode::TestFailed));
             match err {
                 Error::Api(e) => {
@@ -429,8 +356,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_body_that_is_not_etcds_is_a_decode_error_carrying_it() {
-            let server =
-                FakeServer::start(|_, _| (404, vec![], "404 page not found\n".into())).await;
+            let server = FakeServer::start(|_, _| (404, vec![], "404 page not found\n".into())).await;
             let client = Client::new([server.url.as_str()]).unwrap();
             let err = client.get("/k", &GetOptions::default()).await.unwrap_err();
             match &err {
@@ -445,14 +371,7 @@ mod tests {
 
         #[tokio::test]
         async fn a_watch_closed_without_a_body_is_asked_again() {
-            let server = FakeServer::start(|_, n| {
-                if n == 0 {
-                    event(200, 3, "")
-                } else {
-                    event(200, 3, SET)
-                }
-            })
-            .await;
+            let server = FakeServer::start(|_, n| if n == 0 { event(200, 3, "") } else { event(200, 3, SET) }).await;
             let client = Client::new([server.url.as_str()]).unwrap();
             let r = client.watch("/k", &WatchOptions::default()).await.unwrap();
             assert_eq!(r.node().modified_index, 7);

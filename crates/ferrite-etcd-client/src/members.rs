@@ -77,8 +77,5 @@ impl Client {
 }
 
 fn peer_urls_body(peer_urls: &[String]) -> serde_json::Value {
-    serde_json::to_value(MemberCreateRequest {
-        peer_urls: peer_urls.to_vec(),
-    })
-    .expect("a list of strings is JSON")
+    serde_json::to_value(MemberCreateRequest { peer_urls: peer_urls.to_vec() }).expect("a list of strings is JSON")
 }

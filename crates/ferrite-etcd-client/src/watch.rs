@@ -49,26 +49,17 @@ impl Follow {
         }
         loop {
             if self.resync {
-                let read = GetOptions {
-                    recursive: self.recursive,
-                    sorted: true,
-                    quorum: true,
-                };
+                let read = GetOptions { recursive: self.recursive, sorted: true, quorum: true };
                 let (node, etcd_index) = match self.client.get(&self.key, &read).await {
                     Ok(response) => (Some(response.event.node), response.headers.etcd_index),
-                    Err(Error::Api(e)) if e.code() == Some(ErrorCode::KeyNotFound) => {
-                        (None, e.index)
-                    }
+                    Err(Error::Api(e)) if e.code() == Some(ErrorCode::KeyNotFound) => (None, e.index),
                     Err(e) => return Err(e),
                 };
                 self.resync = false;
                 self.next_index = Some(etcd_index + 1);
                 return Ok(WatchEvent::Resync { node, etcd_index });
             }
-            let options = WatchOptions {
-                recursive: self.recursive,
-                wait_index: self.next_index,
-            };
+            let options = WatchOptions { recursive: self.recursive, wait_index: self.next_index };
             match self.client.watch(&self.key, &options).await {
                 Ok(response) => {
                     self.next_index = Some(response.event.node.modified_index + 1);
@@ -130,14 +121,8 @@ mod tests {
     #[test]
     fn backoff_doubles_and_is_capped() {
         let client = Client::new(["http://127.0.0.1:1"]).unwrap();
-        let mut follow = Follow {
-            client,
-            key: "/k".into(),
-            recursive: false,
-            next_index: None,
-            resync: false,
-            failures: 1,
-        };
+        let mut follow =
+            Follow { client, key: "/k".into(), recursive: false, next_index: None, resync: false, failures: 1 };
         assert_eq!(follow.backoff(), Duration::from_millis(100));
         follow.failures = 2;
         assert_eq!(follow.backoff(), Duration::from_millis(200));
@@ -178,10 +163,7 @@ mod tests {
             })
             .await;
             let client = Client::new([server.url.as_str()]).unwrap();
-            let options = WatchOptions {
-                recursive: true,
-                wait_index: Some(5),
-            };
+            let options = WatchOptions { recursive: true, wait_index: Some(5) };
             let items: Vec<_> = client.watch_stream("/d", options).take(3).collect().await;
             let items: Vec<WatchEvent> = items.into_iter().map(Result::unwrap).collect();
             match &items[0] {
@@ -200,11 +182,7 @@ mod tests {
                 WatchEvent::Change(r) => assert_eq!(r.node().modified_index, 2001),
                 other => panic!("{other:?}"),
             }
-            let reread = server
-                .seen()
-                .into_iter()
-                .find(|s| s.param("wait").is_none())
-                .unwrap();
+            let reread = server.seen().into_iter().find(|s| s.param("wait").is_none()).unwrap();
             assert_eq!(reread.param("recursive"), Some("true"));
             assert_eq!(reread.param("quorum"), Some("true"));
         }
@@ -221,10 +199,7 @@ mod tests {
             })
             .await;
             let client = Client::new([server.url.as_str()]).unwrap();
-            let options = WatchOptions {
-                recursive: false,
-                wait_index: Some(5),
-            };
+            let options = WatchOptions { recursive: false, wait_index: Some(5) };
             let items: Vec<_> = client.watch_stream("/d/k", options).take(2).collect().await;
             assert!(matches!(items[0], Err(Error::Decode { .. })));
             assert!(matches!(items[1], Ok(WatchEvent::Change(_))));

@@ -28,27 +28,15 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic.
-    #[arg(
-        long,
-        env = "ETCD_LISTEN_CLIENT_URLS",
-        default_value = "http://localhost:2379,http://localhost:4001"
-    )]
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379,http://localhost:4001")]
     pub listen_client_urls: String,
 
     /// This member's client URLs to advertise to the rest of the cluster.
-    #[arg(
-        long,
-        env = "ETCD_ADVERTISE_CLIENT_URLS",
-        default_value = "http://localhost:2379,http://localhost:4001"
-    )]
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379,http://localhost:4001")]
     pub advertise_client_urls: String,
 
     /// URLs to listen on for peer traffic.
-    #[arg(
-        long,
-        env = "ETCD_LISTEN_PEER_URLS",
-        default_value = "http://localhost:2380,http://localhost:7001"
-    )]
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380,http://localhost:7001")]
     pub listen_peer_urls: String,
 
     /// This member's peer URLs to advertise to the rest of the cluster.
@@ -68,11 +56,7 @@ pub struct Flags {
     pub initial_cluster_state: String,
 
     /// Initial cluster token, which makes member and cluster ids unique.
-    #[arg(
-        long,
-        env = "ETCD_INITIAL_CLUSTER_TOKEN",
-        default_value = "etcd-cluster"
-    )]
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
 
     /// Discovery URL used to bootstrap the cluster.
@@ -148,17 +132,9 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("--{flag}: invalid URL {value:?}: {reason}")]
-    Url {
-        flag: &'static str,
-        value: String,
-        reason: String,
-    },
+    Url { flag: &'static str, value: String, reason: String },
     #[error("--{flag}: cannot resolve {value:?}: {reason}")]
-    Resolve {
-        flag: &'static str,
-        value: String,
-        reason: String,
-    },
+    Resolve { flag: &'static str, value: String, reason: String },
     #[error("--initial-cluster: entry {entry:?} is not of the form name=url")]
     ClusterEntry { entry: String },
     #[error("--initial-cluster-state: {value:?} is neither \"new\" nor \"existing\"")]
@@ -167,11 +143,7 @@ pub enum ConfigError {
         "--initial-cluster has {name}={cluster} but missing from --initial-advertise-peer-urls={advertised} \
          (resolved urls: {cluster:?} != {advertised:?})"
     )]
-    PeerUrlMismatch {
-        name: String,
-        cluster: String,
-        advertised: String,
-    },
+    PeerUrlMismatch { name: String, cluster: String, advertised: String },
     #[error("--initial-cluster: member {name:?} is not in the cluster ({cluster})")]
     NotInCluster { name: String, cluster: String },
     #[error("--initial-cluster and --discovery are mutually exclusive; choose one")]
@@ -185,8 +157,7 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let single_dash_long =
-                i > 0 && a.starts_with('-') && !a.starts_with("--") && a.len() > 2;
+            let single_dash_long = i > 0 && a.starts_with('-') && !a.starts_with("--") && a.len() > 2;
             if single_dash_long {
                 format!("-{a}")
             } else {
@@ -202,11 +173,8 @@ fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigErro
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            let url = Url::parse(s).map_err(|e| ConfigError::Url {
-                flag,
-                value: s.to_owned(),
-                reason: e.to_string(),
-            })?;
+            let url =
+                Url::parse(s).map_err(|e| ConfigError::Url { flag, value: s.to_owned(), reason: e.to_string() })?;
             if url.scheme() != "http" {
                 return Err(ConfigError::Url {
                     flag,
@@ -215,11 +183,7 @@ fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigErro
                 });
             }
             if url.host_str().is_none() || url.port().is_none() {
-                return Err(ConfigError::Url {
-                    flag,
-                    value: s.to_owned(),
-                    reason: "URL must have host:port".into(),
-                });
+                return Err(ConfigError::Url { flag, value: s.to_owned(), reason: "URL must have host:port".into() });
             }
             Ok(s.trim_end_matches('/').to_owned())
         })
@@ -229,24 +193,14 @@ fn parse_urls(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigErro
 fn resolve(flag: &'static str, urls: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
     let mut out = Vec::new();
     for u in urls {
-        let url = Url::parse(u).map_err(|e| ConfigError::Url {
+        let url = Url::parse(u).map_err(|e| ConfigError::Url { flag, value: u.clone(), reason: e.to_string() })?;
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let port = url.port().unwrap_or_default();
+        let addrs = (host, port).to_socket_addrs().map_err(|e| ConfigError::Resolve {
             flag,
             value: u.clone(),
             reason: e.to_string(),
         })?;
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = url.port().unwrap_or_default();
-        let addrs = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| ConfigError::Resolve {
-                flag,
-                value: u.clone(),
-                reason: e.to_string(),
-            })?;
         // `localhost` resolves to both families; listening on the first
         // is what a user means and avoids double binds.
         if let Some(addr) = addrs.into_iter().next() {
@@ -262,23 +216,13 @@ fn resolve(flag: &'static str, urls: &[String]) -> Result<Vec<SocketAddr>, Confi
 pub fn parse_initial_cluster(value: &str) -> Result<Vec<InitialMember>, ConfigError> {
     let mut members: Vec<InitialMember> = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, url) = entry
-            .split_once('=')
-            .ok_or_else(|| ConfigError::ClusterEntry {
-                entry: entry.to_owned(),
-            })?;
-        let url =
-            parse_urls("initial-cluster", url)?
-                .pop()
-                .ok_or_else(|| ConfigError::ClusterEntry {
-                    entry: entry.to_owned(),
-                })?;
+        let (name, url) = entry.split_once('=').ok_or_else(|| ConfigError::ClusterEntry { entry: entry.to_owned() })?;
+        let url = parse_urls("initial-cluster", url)?
+            .pop()
+            .ok_or_else(|| ConfigError::ClusterEntry { entry: entry.to_owned() })?;
         match members.iter_mut().find(|m| m.name == name) {
             Some(m) => m.peer_urls.push(url),
-            None => members.push(InitialMember {
-                name: name.to_owned(),
-                peer_urls: vec![url],
-            }),
+            None => members.push(InitialMember { name: name.to_owned(), peer_urls: vec![url] }),
         }
     }
     Ok(members)
@@ -287,37 +231,24 @@ pub fn parse_initial_cluster(value: &str) -> Result<Vec<InitialMember>, ConfigEr
 impl Flags {
     /// Validates the flags into settings, naming the flag at fault.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let advertise_peer_urls = parse_urls(
-            "initial-advertise-peer-urls",
-            &self.initial_advertise_peer_urls,
-        )?;
+        let advertise_peer_urls = parse_urls("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
         let cluster_state = match self.initial_cluster_state.as_str() {
             "new" => ClusterState::New,
             "existing" => ClusterState::Existing,
-            other => {
-                return Err(ConfigError::ClusterState {
-                    value: other.to_owned(),
-                })
-            }
+            other => return Err(ConfigError::ClusterState { value: other.to_owned() }),
         };
         let initial_cluster = match (&self.initial_cluster, &self.discovery) {
             (Some(_), Some(_)) => return Err(ConfigError::ClusterAndDiscovery),
             (None, Some(_)) => Vec::new(),
             (Some(c), None) => parse_initial_cluster(c)?,
-            (None, None) => vec![InitialMember {
-                name: self.name.clone(),
-                peer_urls: advertise_peer_urls.clone(),
-            }],
+            (None, None) => vec![InitialMember { name: self.name.clone(), peer_urls: advertise_peer_urls.clone() }],
         };
         if self.discovery.is_none() {
             let cluster_text = self.initial_cluster.clone().unwrap_or_default();
             let me = initial_cluster
                 .iter()
                 .find(|m| m.name == self.name)
-                .ok_or_else(|| ConfigError::NotInCluster {
-                    name: self.name.clone(),
-                    cluster: cluster_text,
-                })?;
+                .ok_or_else(|| ConfigError::NotInCluster { name: self.name.clone(), cluster: cluster_text })?;
             let mut theirs = me.peer_urls.clone();
             let mut ours = advertise_peer_urls.clone();
             theirs.sort();
@@ -331,24 +262,15 @@ impl Flags {
             }
         }
         if self.election_timeout < 5 * self.heartbeat_interval {
-            return Err(ConfigError::Timeouts {
-                election: self.election_timeout,
-                heartbeat: self.heartbeat_interval,
-            });
+            return Err(ConfigError::Timeouts { election: self.election_timeout, heartbeat: self.heartbeat_interval });
         }
         let listen_client_urls = parse_urls("listen-client-urls", &self.listen_client_urls)?;
         let listen_peer_urls = parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
         Ok(Settings {
             name: self.name.clone(),
-            data_dir: self
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
             listen_client: resolve("listen-client-urls", &listen_client_urls)?,
-            advertise_client_urls: parse_urls(
-                "advertise-client-urls",
-                &self.advertise_client_urls,
-            )?,
+            advertise_client_urls: parse_urls("advertise-client-urls", &self.advertise_client_urls)?,
             listen_peer: resolve("listen-peer-urls", &listen_peer_urls)?,
             advertise_peer_urls,
             initial_cluster,
@@ -376,20 +298,11 @@ mod tests {
     #[test]
     fn etcds_defaults_include_the_legacy_ports() {
         let f = flags(&[]);
-        assert_eq!(
-            f.listen_client_urls,
-            "http://localhost:2379,http://localhost:4001"
-        );
-        assert_eq!(
-            f.listen_peer_urls,
-            "http://localhost:2380,http://localhost:7001"
-        );
+        assert_eq!(f.listen_client_urls, "http://localhost:2379,http://localhost:4001");
+        assert_eq!(f.listen_peer_urls, "http://localhost:2380,http://localhost:7001");
         let s = f.settings().unwrap();
         assert_eq!(s.data_dir, PathBuf::from("default.etcd"));
-        assert_eq!(
-            s.listen_client.iter().map(|a| a.port()).collect::<Vec<_>>(),
-            vec![2379, 4001]
-        );
+        assert_eq!(s.listen_client.iter().map(|a| a.port()).collect::<Vec<_>>(), vec![2379, 4001]);
         assert_eq!(s.initial_cluster.len(), 1);
     }
 
@@ -409,10 +322,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.name, "n2");
         assert_eq!(s.initial_cluster.len(), 3);
-        assert_eq!(
-            s.initial_cluster[1].peer_urls,
-            vec!["http://127.0.0.1:2382".to_owned()]
-        );
+        assert_eq!(s.initial_cluster[1].peer_urls, vec!["http://127.0.0.1:2382".to_owned()]);
     }
 
     #[test]
@@ -423,25 +333,13 @@ mod tests {
 
     #[test]
     fn errors_name_the_flag() {
-        let err = flags(&["--initial-cluster", "n1=http://127.0.0.1:1"])
-            .settings()
-            .unwrap_err()
-            .to_string();
+        let err = flags(&["--initial-cluster", "n1=http://127.0.0.1:1"]).settings().unwrap_err().to_string();
         assert!(err.contains("--initial-cluster"), "{err}");
-        let err = flags(&["--listen-client-urls", "unix:///x"])
-            .settings()
-            .unwrap_err()
-            .to_string();
+        let err = flags(&["--listen-client-urls", "unix:///x"]).settings().unwrap_err().to_string();
         assert!(err.starts_with("--listen-client-urls"), "{err}");
-        let err = flags(&["--initial-cluster-state", "old"])
-            .settings()
-            .unwrap_err()
-            .to_string();
+        let err = flags(&["--initial-cluster-state", "old"]).settings().unwrap_err().to_string();
         assert!(err.contains("\"old\""), "{err}");
-        let err = flags(&["--initial-cluster", "justaname"])
-            .settings()
-            .unwrap_err()
-            .to_string();
+        let err = flags(&["--initial-cluster", "justaname"]).settings().unwrap_err().to_string();
         assert!(err.contains("justaname"), "{err}");
     }
 }

@@ -150,10 +150,7 @@ impl Node {
     pub fn raft_members(&self) -> BTreeMap<NodeId, PeerNode> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        m.membership_config
-            .nodes()
-            .map(|(id, node)| (*id, node.clone()))
-            .collect()
+        m.membership_config.nodes().map(|(id, node)| (*id, node.clone())).collect()
     }
 
     /// The cluster as `/v2/members` lists it, ordered by id.
@@ -203,15 +200,12 @@ impl Node {
     /// read here after a write sees the write.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), NodeError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "wait_applied")
-            .await
-            .map(|_| ())
-            .map_err(|e| match e {
+        self.raft.wait(Some(left)).applied_index_at_least(Some(index), "wait_applied").await.map(|_| ()).map_err(|e| {
+            match e {
                 openraft::metrics::WaitError::Timeout(..) => NodeError::Timeout,
                 openraft::metrics::WaitError::ShuttingDown => NodeError::Stopped,
-            })
+            }
+        })
     }
 
     /// Commits a request through raft and returns its result once this
@@ -220,23 +214,13 @@ impl Node {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let result = self.propose_until(request, deadline).await;
         match &result {
-            Ok(_) => self
-                .counters
-                .proposals_committed
-                .fetch_add(1, Ordering::Relaxed),
-            Err(_) => self
-                .counters
-                .proposals_failed
-                .fetch_add(1, Ordering::Relaxed),
+            Ok(_) => self.counters.proposals_committed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.proposals_failed.fetch_add(1, Ordering::Relaxed),
         };
         result
     }
 
-    async fn propose_until(
-        &self,
-        request: Request,
-        deadline: Instant,
-    ) -> Result<Proposed, NodeError> {
+    async fn propose_until(&self, request: Request, deadline: Instant) -> Result<Proposed, NodeError> {
         loop {
             let leader = self.wait_leader(deadline).await?;
             if leader == self.id {
@@ -245,20 +229,10 @@ impl Node {
                     Ok(result) => return result,
                 }
             } else if let Some(url) = self.leader_peer_url(leader) {
-                self.counters
-                    .proposals_forwarded
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.proposals_forwarded.fetch_add(1, Ordering::Relaxed);
                 let left = deadline.saturating_duration_since(Instant::now());
-                let answer: Result<Result<Proposed, NodeError>, _> = call(
-                    &self.http,
-                    leader,
-                    &url,
-                    "/raft/propose",
-                    &request,
-                    left,
-                    Encoding::Json,
-                )
-                .await;
+                let answer: Result<Result<Proposed, NodeError>, _> =
+                    call(&self.http, leader, &url, "/raft/propose", &request, left, Encoding::Json).await;
                 match answer {
                     Ok(Ok(proposed)) => {
                         self.wait_applied(proposed.log_index, deadline).await?;
@@ -284,15 +258,9 @@ impl Node {
 
     /// Proposes on this member, which believes it is the leader.
     /// `Err(NotLeader)` means nothing was proposed.
-    pub async fn propose_local(
-        &self,
-        request: Request,
-    ) -> Result<Result<Proposed, NodeError>, NotLeader> {
+    pub async fn propose_local(&self, request: Request) -> Result<Result<Proposed, NodeError>, NotLeader> {
         match self.raft.client_write(request).await {
-            Ok(resp) => Ok(Ok(Proposed {
-                response: resp.data,
-                log_index: resp.log_id.index,
-            })),
+            Ok(resp) => Ok(Ok(Proposed { response: resp.data, log_index: resp.log_id.index })),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(NotLeader),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Ok(Err(NodeError::Internal(e.to_string())))
@@ -322,20 +290,10 @@ impl Node {
                     Err(e) => return Err(e),
                 }
             } else {
-                let url = self
-                    .leader_peer_url(leader)
-                    .ok_or(NodeError::LeaderChanged)?;
+                let url = self.leader_peer_url(leader).ok_or(NodeError::LeaderChanged)?;
                 let left = deadline.saturating_duration_since(Instant::now());
-                let answer: Result<Result<u64, NodeError>, _> = call(
-                    &self.http,
-                    leader,
-                    &url,
-                    "/raft/read-index",
-                    &(),
-                    left,
-                    Encoding::Json,
-                )
-                .await;
+                let answer: Result<Result<u64, NodeError>, _> =
+                    call(&self.http, leader, &url, "/raft/read-index", &(), left, Encoding::Json).await;
                 match answer {
                     Ok(Ok(index)) => index,
                     Ok(Err(NodeError::LeaderChanged)) => continue,
@@ -366,44 +324,25 @@ impl Node {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let leader = self.wait_leader(deadline).await?;
         if leader != self.id {
-            return self
-                .forward_member_change(leader, "/raft/members/add", &peer_urls, deadline)
-                .await;
+            return self.forward_member_change(leader, "/raft/members/add", &peer_urls, deadline).await;
         }
         self.add_member_local(peer_urls).await
     }
 
-    pub async fn add_member_local(
-        &self,
-        peer_urls: Vec<String>,
-    ) -> Result<v2::Member, MemberError> {
+    pub async fn add_member_local(&self, peer_urls: Vec<String>) -> Result<v2::Member, MemberError> {
         let members = self.raft_members();
-        if members
-            .values()
-            .any(|n| n.peer_urls.iter().any(|u| peer_urls.contains(u)))
-        {
+        if members.values().any(|n| n.peer_urls.iter().any(|u| peer_urls.contains(u))) {
             return Err(MemberError::PeerUrlExists);
         }
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let id = crate::ids::member_id(
-            &peer_urls,
-            &self.cluster_token,
-            Some(i64::try_from(now).unwrap_or(0)),
-        );
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let id = crate::ids::member_id(&peer_urls, &self.cluster_token, Some(i64::try_from(now).unwrap_or(0)));
         if members.contains_key(&id) {
             return Err(MemberError::IdExists);
         }
-        let node = PeerNode {
-            peer_urls: peer_urls.clone(),
-        };
+        let node = PeerNode { peer_urls: peer_urls.clone() };
         // Step 1: the new member joins as a learner; committed by the
         // current voters alone, so it cannot cost the cluster its quorum.
-        self.raft
-            .add_learner(id, node, false)
-            .await
-            .map_err(member_raft_error)?;
+        self.raft.add_learner(id, node, false).await.map_err(member_raft_error)?;
         // Step 2: promote it once it can take part. Joint consensus waits
         // for a quorum of the new configuration, which may need the new
         // member itself (a 1-member cluster growing to 2), so this runs in
@@ -413,28 +352,19 @@ impl Node {
             let mut ids = BTreeSet::new();
             ids.insert(id);
             loop {
-                match raft
-                    .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
-                    .await
-                {
+                match raft.change_membership(ChangeMembers::AddVoterIds(ids.clone()), false).await {
                     Ok(_) => {
                         tracing::info!(member = %format_args!("{id:x}"), "member promoted to voter");
                         return;
                     }
-                    Err(RaftError::Fatal(_))
-                    | Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    Err(RaftError::Fatal(_)) | Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                         return;
                     }
                     Err(e) => {
                         // A learner removed meanwhile, or a change in
                         // progress: retry while the learner is still wanted.
                         tracing::debug!(error = %e, "promoting a member failed; retrying");
-                        let still_there = raft
-                            .metrics()
-                            .borrow()
-                            .membership_config
-                            .nodes()
-                            .any(|(nid, _)| *nid == id);
+                        let still_there = raft.metrics().borrow().membership_config.nodes().any(|(nid, _)| *nid == id);
                         if !still_there {
                             return;
                         }
@@ -443,12 +373,7 @@ impl Node {
                 }
             }
         });
-        Ok(v2::Member {
-            id: v2::format_id(id),
-            name: String::new(),
-            peer_urls,
-            client_urls: Vec::new(),
-        })
+        Ok(v2::Member { id: v2::format_id(id), name: String::new(), peer_urls, client_urls: Vec::new() })
     }
 
     /// Removes a member (etcd's `DELETE /v2/members/<id>`).
@@ -456,9 +381,7 @@ impl Node {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let leader = self.wait_leader(deadline).await?;
         if leader != self.id {
-            return self
-                .forward_member_change(leader, "/raft/members/remove", &id, deadline)
-                .await;
+            return self.forward_member_change(leader, "/raft/members/remove", &id, deadline).await;
         }
         self.remove_member_local(id).await
     }
@@ -476,32 +399,18 @@ impl Node {
         }
         let mut ids = BTreeSet::new();
         ids.insert(id);
-        let change = if is_voter {
-            ChangeMembers::RemoveVoters(ids)
-        } else {
-            ChangeMembers::RemoveNodes(ids)
-        };
-        self.raft
-            .change_membership(change, false)
-            .await
-            .map_err(member_raft_error)?;
+        let change = if is_voter { ChangeMembers::RemoveVoters(ids) } else { ChangeMembers::RemoveNodes(ids) };
+        self.raft.change_membership(change, false).await.map_err(member_raft_error)?;
         Ok(())
     }
 
     /// Changes a member's peer URLs (etcd's `PUT /v2/members/<id>`).
-    pub async fn update_member(
-        &self,
-        id: NodeId,
-        peer_urls: Vec<String>,
-    ) -> Result<(), MemberError> {
+    pub async fn update_member(&self, id: NodeId, peer_urls: Vec<String>) -> Result<(), MemberError> {
         let members = self.raft_members();
         if !members.contains_key(&id) {
             return Err(MemberError::NotFound(id));
         }
-        if members
-            .iter()
-            .any(|(other, n)| *other != id && n.peer_urls.iter().any(|u| peer_urls.contains(u)))
-        {
+        if members.iter().any(|(other, n)| *other != id && n.peer_urls.iter().any(|u| peer_urls.contains(u))) {
             return Err(MemberError::PeerUrlExists);
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -513,10 +422,7 @@ impl Node {
         }
         let mut nodes = BTreeMap::new();
         nodes.insert(id, PeerNode { peer_urls });
-        self.raft
-            .change_membership(ChangeMembers::SetNodes(nodes), true)
-            .await
-            .map_err(member_raft_error)?;
+        self.raft.change_membership(ChangeMembers::SetNodes(nodes), true).await.map_err(member_raft_error)?;
         Ok(())
     }
 
@@ -527,9 +433,7 @@ impl Node {
         req: &Req,
         deadline: Instant,
     ) -> Result<Resp, MemberError> {
-        let url = self
-            .leader_peer_url(leader)
-            .ok_or(NodeError::LeaderChanged)?;
+        let url = self.leader_peer_url(leader).ok_or(NodeError::LeaderChanged)?;
         let left = deadline.saturating_duration_since(Instant::now());
         let answer: Result<Result<Resp, MemberError>, _> =
             call(&self.http, leader, &url, route, req, left, Encoding::Json).await;
@@ -558,11 +462,8 @@ impl Node {
             if published {
                 break;
             }
-            let request = Request::PublishMember {
-                id: self.id,
-                name: self.name.clone(),
-                client_urls: self.client_urls.clone(),
-            };
+            let request =
+                Request::PublishMember { id: self.id, name: self.name.clone(), client_urls: self.client_urls.clone() };
             match self.propose(request).await {
                 Ok(_) => {
                     tracing::info!(name = %self.name, id = %format_args!("{:x}", self.id), "published member attributes");
@@ -589,15 +490,9 @@ impl Node {
                 continue;
             }
             let now = unix_nanos(SystemTime::now());
-            let due = self
-                .state
-                .with_store(|s| s.next_expiration())
-                .is_some_and(|at| at <= now);
+            let due = self.state.with_store(|s| s.next_expiration()).is_some_and(|at| at <= now);
             if due {
-                if let Err(e) = self
-                    .propose(Request::Keys(Command::DeleteExpired { cutoff: now }))
-                    .await
-                {
+                if let Err(e) = self.propose(Request::Keys(Command::DeleteExpired { cutoff: now })).await {
                     tracing::warn!(error = %e, "proposing TTL expiry failed");
                 }
             }
@@ -626,9 +521,7 @@ pub struct NotLeader;
 
 fn member_raft_error(e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>) -> MemberError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
-            MemberError::Node(NodeError::LeaderChanged)
-        }
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MemberError::Node(NodeError::LeaderChanged),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             MemberError::Node(NodeError::Internal(e.to_string()))
         }

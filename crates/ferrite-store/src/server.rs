@@ -27,24 +27,20 @@ const META_FORMAT: &str = "ferrite-store/1";
 /// Why a member could not start. Each names the path, address or peer.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{path}: this is an etcd data directory; ferrite-store cannot read etcd's WAL (start with an empty --data-dir)")]
+    #[error(
+        "{path}: this is an etcd data directory; ferrite-store cannot read etcd's WAL (start with an empty --data-dir)"
+    )]
     ForeignEtcdDir { path: PathBuf },
     #[error("{path}: not a ferrite-store member file: {reason}")]
     BadMeta { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("raft log: {0}")]
     Log(String),
     #[error("state machine: {0}")]
     StateMachine(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot join the cluster: {0}")]
     Join(String),
     #[error("discovery: {0}")]
@@ -96,10 +92,7 @@ fn adopt(listeners: Vec<std::net::TcpListener>) -> Result<Vec<TcpListener>, Star
     listeners
         .into_iter()
         .map(|l| {
-            let addr = l.local_addr().map_err(|source| StartError::Io {
-                path: PathBuf::from("listener"),
-                source,
-            })?;
+            let addr = l.local_addr().map_err(|source| StartError::Io { path: PathBuf::from("listener"), source })?;
             l.set_nonblocking(true)
                 .and_then(|()| TcpListener::from_std(l))
                 .map_err(|source| StartError::Bind { addr, source })
@@ -108,38 +101,22 @@ fn adopt(listeners: Vec<std::net::TcpListener>) -> Result<Vec<TcpListener>, Star
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
-    move |source| StartError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StartError::Io { path: path.to_owned(), source }
 }
 
 fn read_meta(path: &Path) -> Result<Option<(NodeId, u64)>, StartError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(StartError::Io {
-                path: path.to_owned(),
-                source: e,
-            })
-        }
+        Err(e) => return Err(StartError::Io { path: path.to_owned(), source: e }),
     };
-    let bad = |reason: String| StartError::BadMeta {
-        path: path.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| StartError::BadMeta { path: path.to_owned(), reason };
     let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     if meta.format != META_FORMAT {
-        return Err(bad(format!(
-            "format {:?}, expected {META_FORMAT:?}",
-            meta.format
-        )));
+        return Err(bad(format!("format {:?}, expected {META_FORMAT:?}", meta.format)));
     }
-    let id = v2::parse_id(&meta.member_id)
-        .ok_or_else(|| bad(format!("member id {:?}", meta.member_id)))?;
-    let cid = v2::parse_id(&meta.cluster_id)
-        .ok_or_else(|| bad(format!("cluster id {:?}", meta.cluster_id)))?;
+    let id = v2::parse_id(&meta.member_id).ok_or_else(|| bad(format!("member id {:?}", meta.member_id)))?;
+    let cid = v2::parse_id(&meta.cluster_id).ok_or_else(|| bad(format!("cluster id {:?}", meta.cluster_id)))?;
     Ok(Some((id, cid)))
 }
 
@@ -161,14 +138,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
     let mut out = Vec::new();
     for addr in addrs {
-        out.push(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: *addr,
-                    source,
-                })?,
-        );
+        out.push(TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr: *addr, source })?);
     }
     Ok(out)
 }
@@ -176,16 +146,9 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> 
 /// Asks the members named in `--initial-cluster` who we are in the
 /// cluster they run: our id (by our peer URLs) and the cluster id.
 async fn fetch_identity(settings: &Settings) -> Result<(NodeId, u64), StartError> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap_or_default();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap_or_default();
     let mut last_error = String::from("no other member in --initial-cluster");
-    for member in settings
-        .initial_cluster
-        .iter()
-        .filter(|m| m.name != settings.name)
-    {
+    for member in settings.initial_cluster.iter().filter(|m| m.name != settings.name) {
         for url in &member.peer_urls {
             let resp = match http.get(format!("{url}/members")).send().await {
                 Ok(r) => r,
@@ -194,11 +157,8 @@ async fn fetch_identity(settings: &Settings) -> Result<(NodeId, u64), StartError
                     continue;
                 }
             };
-            let cluster_id = resp
-                .headers()
-                .get("x-etcd-cluster-id")
-                .and_then(|v| v.to_str().ok())
-                .and_then(v2::parse_id);
+            let cluster_id =
+                resp.headers().get("x-etcd-cluster-id").and_then(|v| v.to_str().ok()).and_then(v2::parse_id);
             let members: Vec<v2::Member> = match resp.json().await {
                 Ok(m) => m,
                 Err(e) => {
@@ -232,22 +192,12 @@ async fn fetch_identity(settings: &Settings) -> Result<(NodeId, u64), StartError
 fn initial_members(cluster: &[InitialMember], token: &str) -> BTreeMap<NodeId, PeerNode> {
     cluster
         .iter()
-        .map(|m| {
-            (
-                ids::member_id(&m.peer_urls, token, None),
-                PeerNode {
-                    peer_urls: m.peer_urls.clone(),
-                },
-            )
-        })
+        .map(|m| (ids::member_id(&m.peer_urls, token, None), PeerNode { peer_urls: m.peer_urls.clone() }))
         .collect()
 }
 
 /// Starts a member and serves until `shutdown` resolves.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let started = start(settings, Embed::default()).await?;
     shutdown.await;
     tracing::info!("shutting down");
@@ -268,19 +218,10 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
 
     let (client_listeners, peer_listeners) = match embed.listeners {
         Some((client, peer)) => (adopt(client)?, adopt(peer)?),
-        None => (
-            bind_all(&settings.listen_client).await?,
-            bind_all(&settings.listen_peer).await?,
-        ),
+        None => (bind_all(&settings.listen_client).await?, bind_all(&settings.listen_peer).await?),
     };
-    let client_addrs: Vec<SocketAddr> = client_listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
-    let peer_addrs: Vec<SocketAddr> = peer_listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
+    let client_addrs: Vec<SocketAddr> = client_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let peer_addrs: Vec<SocketAddr> = peer_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
     // Who are we? A restart knows; a new member derives it; a joiner asks.
     let existing = read_meta(&meta_path)?;
@@ -292,13 +233,8 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
             }
             match settings.cluster_state {
                 ClusterState::New => {
-                    let members =
-                        initial_members(&settings.initial_cluster, &settings.cluster_token);
-                    let id = ids::member_id(
-                        &settings.advertise_peer_urls,
-                        &settings.cluster_token,
-                        None,
-                    );
+                    let members = initial_members(&settings.initial_cluster, &settings.cluster_token);
+                    let id = ids::member_id(&settings.advertise_peer_urls, &settings.cluster_token, None);
                     let cid = ids::cluster_id(&members.keys().copied().collect::<Vec<_>>());
                     (id, cid, Some(members))
                 }
@@ -310,10 +246,8 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         }
     };
 
-    let log_store =
-        LogStore::open(&dir.join("raft")).map_err(|e| StartError::Log(e.to_string()))?;
-    let state_machine =
-        StateMachine::open(&dir.join("sm")).map_err(|e| StartError::StateMachine(e.to_string()))?;
+    let log_store = LogStore::open(&dir.join("raft")).map_err(|e| StartError::Log(e.to_string()))?;
+    let state_machine = StateMachine::open(&dir.join("sm")).map_err(|e| StartError::StateMachine(e.to_string()))?;
     let state = state_machine.shared();
 
     let heartbeat = u64::try_from(settings.heartbeat.as_millis()).unwrap_or(100);
@@ -329,15 +263,10 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         max_in_snapshot_log_to_keep: 1000,
         ..Default::default()
     };
-    let config = Arc::new(
-        config
-            .validate()
-            .map_err(|e| StartError::Raft(e.to_string()))?,
-    );
+    let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
     let network = Network::new(id, embed.faults.clone());
-    let raft = Raft::new(id, config, network, log_store, state_machine)
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft =
+        Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
 
     let node = Node::new(
         id,
@@ -369,10 +298,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     }
 
     if let Some(members) = bootstrap {
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized {
             // Every initial member initializes with the same membership;
             // openraft treats the identical calls as one bootstrap.
@@ -400,12 +326,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         "member started"
     );
     node.spawn_duties();
-    Ok(Started {
-        node,
-        client_addrs,
-        peer_addrs,
-        servers,
-    })
+    Ok(Started { node, client_addrs, peer_addrs, servers })
 }
 
 /// Bootstraps the initial cluster from a discovery token, as etcd does:
@@ -414,17 +335,9 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
 async fn discover(settings: &Settings, url: &str) -> Result<Vec<InitialMember>, StartError> {
     let id = ids::member_id(&settings.advertise_peer_urls, &settings.cluster_token, None);
     tracing::info!(url, "joining the cluster through discovery");
-    let cluster = ferrite_etcd_client::discovery::join(
-        url,
-        id,
-        &settings.name,
-        &settings.advertise_peer_urls,
-    )
-    .await
-    .map_err(|e| StartError::Discovery(format!("failed to join discovery cluster ({e})")))?;
-    crate::config::parse_initial_cluster(&cluster).map_err(|e| {
-        StartError::Discovery(format!(
-            "discovery returned an unusable cluster {cluster:?}: {e}"
-        ))
-    })
+    let cluster = ferrite_etcd_client::discovery::join(url, id, &settings.name, &settings.advertise_peer_urls)
+        .await
+        .map_err(|e| StartError::Discovery(format!("failed to join discovery cluster ({e})")))?;
+    crate::config::parse_initial_cluster(&cluster)
+        .map_err(|e| StartError::Discovery(format!("discovery returned an unusable cluster {cluster:?}: {e}")))
 }

@@ -104,9 +104,7 @@ impl Member {
 
     fn process_mut(&mut self) -> Result<&mut Process> {
         let name = &self.name;
-        self.process
-            .as_mut()
-            .with_context(|| format!("member {name} is not running"))
+        self.process.as_mut().with_context(|| format!("member {name} is not running"))
     }
 }
 
@@ -137,14 +135,14 @@ impl ClusterBuilder {
     pub async fn start(self) -> Result<Cluster> {
         anyhow::ensure!(self.size > 0, "a cluster needs at least one member");
         let program = match self.kind {
-            ServerKind::Etcd => std::env::var_os("ETCD_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("etcd")),
+            ServerKind::Etcd => {
+                std::env::var_os("ETCD_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("etcd"))
+            }
             ServerKind::Ferrite => match self.ferrite_bin {
                 Some(path) => path,
-                None => std::env::var_os("FERRITE_STORE_BIN")
-                    .map(PathBuf::from)
-                    .context("the ferrite-store binary: set $FERRITE_STORE_BIN or pass it to ClusterBuilder::ferrite_bin")?,
+                None => std::env::var_os("FERRITE_STORE_BIN").map(PathBuf::from).context(
+                    "the ferrite-store binary: set $FERRITE_STORE_BIN or pass it to ClusterBuilder::ferrite_bin",
+                )?,
             },
         };
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);
@@ -158,10 +156,7 @@ impl ClusterBuilder {
             kind: self.kind,
             program,
             token: format!("ferrite-test-{}-{serial}", std::process::id()),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5))
-                .build()?,
+            http: reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build()?,
             root,
         };
         for _ in 0..self.size {
@@ -204,11 +199,7 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn builder(kind: ServerKind) -> ClusterBuilder {
-        ClusterBuilder {
-            kind,
-            size: 1,
-            ferrite_bin: None,
-        }
+        ClusterBuilder { kind, size: 1, ferrite_bin: None }
     }
 
     /// Starts an n-member cluster of `kind` (ferrite-store from `$FERRITE_STORE_BIN`).
@@ -230,12 +221,7 @@ impl Cluster {
 
     /// Client URLs of the running members, comma-separated (etcdctl's `--endpoints`).
     pub fn endpoints(&self) -> String {
-        let urls: Vec<String> = self
-            .members
-            .iter()
-            .filter(|m| m.process.is_some())
-            .map(Member::client_url)
-            .collect();
+        let urls: Vec<String> = self.members.iter().filter(|m| m.process.is_some()).map(Member::client_url).collect();
         urls.join(",")
     }
 
@@ -272,8 +258,7 @@ impl Cluster {
     pub fn reserve_member(&self) -> Result<Member> {
         let name = format!("n{}", self.members.len() + 1);
         let data_dir = self.root.path().join(&name);
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         Ok(Member {
             log_path: self.root.path().join(format!("{name}.log")),
             data_dir: data_dir.join("data"),
@@ -349,8 +334,7 @@ impl Cluster {
             let last = match self.http.get(&url).send().await {
                 Ok(response) => {
                     let text = response.text().await.unwrap_or_default();
-                    let healthy = serde_json::from_str::<serde_json::Value>(&text)
-                        .is_ok_and(|v| v["health"] == "true");
+                    let healthy = serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v["health"] == "true");
                     if healthy {
                         return Ok(());
                     }
@@ -374,12 +358,8 @@ impl Cluster {
 
     /// `n1=http://127.0.0.1:P1,...` for every member, plus `extra`.
     fn initial_cluster(&self, extra: Option<&Member>) -> String {
-        let entries: Vec<String> = self
-            .members
-            .iter()
-            .chain(extra)
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
-            .collect();
+        let entries: Vec<String> =
+            self.members.iter().chain(extra).map(|m| format!("{}={}", m.name, m.peer_url())).collect();
         entries.join(",")
     }
 
@@ -399,11 +379,7 @@ impl Cluster {
             .args(["--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .arg("--enable-v2");
-        let process = Process::spawn(
-            &format!("{} {}", self.kind, member.name),
-            command,
-            &member.log_path,
-        )?;
+        let process = Process::spawn(&format!("{} {}", self.kind, member.name), command, &member.log_path)?;
         self.members[index].process = Some(process);
         Ok(())
     }
@@ -413,11 +389,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.root.disable_cleanup(true);
-            eprintln!(
-                "{} cluster's data dirs and logs kept in {}",
-                self.kind,
-                self.root.path().display()
-            );
+            eprintln!("{} cluster's data dirs and logs kept in {}", self.kind, self.root.path().display());
         }
     }
 }

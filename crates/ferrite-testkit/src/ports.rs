@@ -18,8 +18,8 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 pub fn free_port() -> Result<u16> {
     let mut handed_out = handed_out().lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..100 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("binding 127.0.0.1:0 to find a free port")?;
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0 to find a free port")?;
         let port = listener.local_addr()?.port();
         if handed_out.insert(port) {
             return Ok(port);

@@ -34,12 +34,7 @@ impl Process {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {name}: {command:?}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log_path: log_path.to_owned(),
-            reaped: false,
-        })
+        Ok(Self { name: name.to_owned(), child, log_path: log_path.to_owned(), reaped: false })
     }
 
     pub fn name(&self) -> &str {
@@ -76,9 +71,7 @@ impl Process {
         }
         // An error here means the process already exited; `wait` reaps it either way.
         let _ = self.child.kill();
-        self.child
-            .wait()
-            .with_context(|| format!("reaping {} (pid {})", self.name, self.pid()))?;
+        self.child.wait().with_context(|| format!("reaping {} (pid {})", self.name, self.pid()))?;
         self.reaped = true;
         Ok(())
     }
@@ -99,12 +92,7 @@ impl Process {
             .arg(self.pid().to_string())
             .status()
             .context("running kill(1)")?;
-        anyhow::ensure!(
-            status.success(),
-            "kill -{signal} {} ({}) failed: {status}",
-            self.pid(),
-            self.name
-        );
+        anyhow::ensure!(status.success(), "kill -{signal} {} ({}) failed: {status}", self.pid(), self.name);
         Ok(())
     }
 }
@@ -160,10 +148,7 @@ mod tests {
         assert_eq!(process.log_tail(5), "started");
         assert!(process.is_running());
         drop(process);
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "pid {pid} still exists after drop"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} still exists after drop");
     }
 
     #[test]
@@ -174,13 +159,7 @@ mod tests {
         let mut process = Process::spawn("sleep", command, &dir.path().join("l")).unwrap();
         let state = |pid: u32| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            stat.rsplit(')')
-                .next()
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned()
+            stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap().to_owned()
         };
         process.pause().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));

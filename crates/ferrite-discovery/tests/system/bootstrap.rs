@@ -48,21 +48,11 @@ async fn wait_healthy(member: &Member, process: &mut Process) {
     let client = Client::new([&member.client_url]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(
-            process.is_running(),
-            "{} exited:\n{}",
-            member.name,
-            process.log_tail(30)
-        );
+        assert!(process.is_running(), "{} exited:\n{}", member.name, process.log_tail(30));
         if client.health().await.is_ok_and(|h| h.is_healthy()) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} not healthy:\n{}",
-            member.name,
-            process.log_tail(30)
-        );
+        assert!(Instant::now() < deadline, "{} not healthy:\n{}", member.name, process.log_tail(30));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -100,44 +90,20 @@ async fn three_etcd_members_form_one_cluster_and_a_fourth_is_refused() {
         names.sort();
         assert_eq!(names, ["m1", "m2", "m3"]);
         for m in &members {
-            assert!(list
-                .iter()
-                .any(|l| l.name == m.name && l.peer_urls == [m.peer_url.clone()]));
+            assert!(list.iter().any(|l| l.name == m.name && l.peer_urls == [m.peer_url.clone()]));
         }
     }
-    client
-        .set("/hello", "world", &SetOptions::default())
-        .await
-        .unwrap();
+    client.set("/hello", "world", &SetOptions::default()).await.unwrap();
     let last = Client::new([&members[2].client_url]).unwrap();
-    let read = last
-        .get(
-            "/hello",
-            &GetOptions {
-                quorum: true,
-                ..GetOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let read = last.get("/hello", &GetOptions { quorum: true, ..GetOptions::default() }).await.unwrap();
     assert_eq!(read.node().value.as_deref(), Some("world"));
 
     // The registrations are in the backing store: three, named by member id.
     let token = token_url.rsplit('/').next().unwrap();
-    let registry = service
-        .store()
-        .get(&format!("/_etcd/registry/{token}"), &GetOptions::default())
-        .await
-        .unwrap();
+    let registry = service.store().get(&format!("/_etcd/registry/{token}"), &GetOptions::default()).await.unwrap();
     let registered = registry.node().nodes.clone().unwrap();
     assert_eq!(registered.len(), 3);
-    let ids: Vec<String> = client
-        .members()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
+    let ids: Vec<String> = client.members().await.unwrap().into_iter().map(|m| m.id).collect();
     for node in &registered {
         let id = node.key.rsplit('/').next().unwrap();
         assert!(ids.iter().any(|i| i == id), "{id} not among {ids:?}");
@@ -148,17 +114,10 @@ async fn three_etcd_members_form_one_cluster_and_a_fourth_is_refused() {
     let log_path = dir.join("m4.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut command = tokio::process::Command::from(fourth.command(&dir, &token_url));
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
-        .await
-        .expect("the fourth member exits")
-        .unwrap();
+    let mut child =
+        command.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).kill_on_drop(true).spawn().unwrap();
+    let status =
+        tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("the fourth member exits").unwrap();
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!status.success(), "{status}\n{log}");
     assert!(log.contains("discovery: cluster is full"), "{log}");

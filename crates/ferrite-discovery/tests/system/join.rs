@@ -15,23 +15,17 @@ async fn three_concurrent_joins_agree_and_a_fourth_is_refused() {
     let token_url = service.new_token(3).await;
 
     // Three callers on their own tasks, as three machines would be.
-    let callers: Vec<_> = [
-        (0x1111, "s1", 7001),
-        (0x2222, "s2", 7002),
-        (0x3333, "s3", 7003),
-    ]
-    .into_iter()
-    .map(|(id, name, port)| {
-        let url = token_url.clone();
-        tokio::spawn(async move { join(&url, id, name, &peer(port)).await })
-    })
-    .collect();
+    let callers: Vec<_> = [(0x1111, "s1", 7001), (0x2222, "s2", 7002), (0x3333, "s3", 7003)]
+        .into_iter()
+        .map(|(id, name, port)| {
+            let url = token_url.clone();
+            tokio::spawn(async move { join(&url, id, name, &peer(port)).await })
+        })
+        .collect();
     let mut results = Vec::new();
     for caller in callers {
-        let joined = tokio::time::timeout(std::time::Duration::from_secs(30), caller)
-            .await
-            .expect("join returns")
-            .unwrap();
+        let joined =
+            tokio::time::timeout(std::time::Duration::from_secs(30), caller).await.expect("join returns").unwrap();
         results.push(joined.unwrap());
     }
     let (a, b, c) = (&results[0], &results[1], &results[2]);
@@ -39,29 +33,16 @@ async fn three_concurrent_joins_agree_and_a_fourth_is_refused() {
     assert_eq!(b, c);
     let mut entries: Vec<&str> = a.split(',').collect();
     entries.sort();
-    assert_eq!(
-        entries,
-        [
-            "s1=http://127.0.0.1:7001",
-            "s2=http://127.0.0.1:7002",
-            "s3=http://127.0.0.1:7003"
-        ]
-    );
+    assert_eq!(entries, ["s1=http://127.0.0.1:7001", "s2=http://127.0.0.1:7002", "s3=http://127.0.0.1:7003"]);
 
     let fourth = join(&token_url, 0x4444, "s4", &peer(7004)).await;
     let err = fourth.unwrap_err();
-    assert!(
-        matches!(err, DiscoveryError::FullCluster { size: 3 }),
-        "{err:?}"
-    );
+    assert!(matches!(err, DiscoveryError::FullCluster { size: 3 }), "{err:?}");
     assert_eq!(err.to_string(), "discovery: cluster is full");
 
     // A member that registered before and comes back without its data.
     let again = join(&token_url, 0x2222, "s2", &peer(7002)).await;
-    assert!(
-        matches!(again, Err(DiscoveryError::DuplicateId { .. })),
-        "{again:?}"
-    );
+    assert!(matches!(again, Err(DiscoveryError::DuplicateId { .. })), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

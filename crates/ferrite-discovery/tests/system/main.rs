@@ -39,49 +39,25 @@ impl Service {
             // give them.
             .env("FERRITE_DISCOVERY_ETCD_ENDPOINTS", backing.endpoints())
             .env("RUST_LOG", "info");
-        let mut process = Process::spawn(
-            "ferrite-discovery",
-            command,
-            &dir.path().join("discovery.log"),
-        )
-        .unwrap();
+        let mut process = Process::spawn("ferrite-discovery", command, &dir.path().join("discovery.log")).unwrap();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            assert!(
-                process.is_running(),
-                "ferrite-discovery exited:\n{}",
-                process.log_tail(30)
-            );
+            assert!(process.is_running(), "ferrite-discovery exited:\n{}", process.log_tail(30));
             if let Ok(response) = http.get(format!("{url}/health")).send().await {
                 if response.text().await.unwrap_or_default() == "OK" {
                     break;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "ferrite-discovery not healthy:\n{}",
-                process.log_tail(30)
-            );
+            assert!(Instant::now() < deadline, "ferrite-discovery not healthy:\n{}", process.log_tail(30));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Service {
-            process,
-            backing,
-            url,
-            http,
-            _dir: dir,
-        }
+        Service { process, backing, url, http, _dir: dir }
     }
 
     /// `GET /new?size=N`: the token URL.
     pub async fn new_token(&self, size: u32) -> String {
-        let response = self
-            .http
-            .get(format!("{}/new?size={size}", self.url))
-            .send()
-            .await
-            .unwrap();
+        let response = self.http.get(format!("{}/new?size={size}", self.url)).send().await.unwrap();
         assert_eq!(response.status(), 200);
         response.text().await.unwrap()
     }
@@ -94,10 +70,7 @@ impl Service {
 
 /// A temp dir for one test's members.
 pub fn scratch() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix("ferrite-discovery-test-")
-        .tempdir()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("ferrite-discovery-test-").tempdir().unwrap();
     let path = dir.path().to_owned();
     (dir, path)
 }

@@ -22,14 +22,9 @@ async fn members_list_add_and_remove() {
     assert_eq!(version.server, "3.4.23");
 
     // A peer URL already in the cluster is refused with etcd's message.
-    let err = client
-        .add_member(&[cluster.member(0).peer_url()])
-        .await
-        .unwrap_err();
+    let err = client.add_member(&[cluster.member(0).peer_url()]).await.unwrap_err();
     match &err {
-        Error::Status {
-            status, message, ..
-        } => {
+        Error::Status { status, message, .. } => {
             assert_eq!(status.as_u16(), 409);
             assert_eq!(message, "membership: peerURL exists");
         }
@@ -47,21 +42,9 @@ async fn members_list_add_and_remove() {
     assert!(members.iter().any(|m| m.id == added.id && m.name == "n2"));
 
     // The new member serves the same data.
-    client
-        .set("/shared", "yes", &SetOptions::default())
-        .await
-        .unwrap();
+    client.set("/shared", "yes", &SetOptions::default()).await.unwrap();
     let second = Client::new([cluster.member(index).client_url()]).unwrap();
-    let read = second
-        .get(
-            "/shared",
-            &GetOptions {
-                quorum: true,
-                ..GetOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let read = second.get("/shared", &GetOptions { quorum: true, ..GetOptions::default() }).await.unwrap();
     assert_eq!(read.node().value.as_deref(), Some("yes"));
 
     // etcd refuses a removal that would break the quorum of members active
@@ -82,14 +65,9 @@ async fn members_list_add_and_remove() {
     assert_eq!(members.len(), 1);
     let err = client.remove_member(&added.id).await.unwrap_err();
     match &err {
-        Error::Status {
-            status, message, ..
-        } => {
+        Error::Status { status, message, .. } => {
             assert_eq!(status.as_u16(), 410);
-            assert!(
-                message.starts_with("Member permanently removed"),
-                "{message}"
-            );
+            assert!(message.starts_with("Member permanently removed"), "{message}");
         }
         other => panic!("{other:?}"),
     }
@@ -106,59 +84,34 @@ async fn fails_over_when_the_first_endpoint_is_dead() {
     let mut cluster = Cluster::start(ServerKind::Etcd, 3).await.unwrap();
     let endpoints: Vec<String> = cluster.members().iter().map(|m| m.client_url()).collect();
     let client = Client::new(&endpoints).unwrap();
-    client
-        .set("/before", "1", &SetOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        client.current_endpoint().as_str(),
-        format!("{}/", endpoints[0])
-    );
+    client.set("/before", "1", &SetOptions::default()).await.unwrap();
+    assert_eq!(client.current_endpoint().as_str(), format!("{}/", endpoints[0]));
 
     cluster.kill(0).unwrap();
     // Let the two left elect a leader if the dead one led, so what follows
     // shows failover, not an election's write timeout.
     let survivor = Client::new([&endpoints[1]]).unwrap();
-    crate::within(
-        "a leader among the survivors",
-        std::time::Duration::from_secs(20),
-        async {
-            while !survivor.health().await.is_ok_and(|h| h.is_healthy()) {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        },
-    )
+    crate::within("a leader among the survivors", std::time::Duration::from_secs(20), async {
+        while !survivor.health().await.is_ok_and(|h| h.is_healthy()) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
     .await;
-    let set = client
-        .set("/after", "2", &SetOptions::default())
-        .await
-        .unwrap();
+    let set = client.set("/after", "2", &SetOptions::default()).await.unwrap();
     assert_eq!(set.node().value.as_deref(), Some("2"));
     assert_eq!(
         client.current_endpoint().as_str(),
         format!("{}/", endpoints[1]),
         "the next endpoint answered and is remembered"
     );
-    let read = client
-        .get(
-            "/before",
-            &GetOptions {
-                quorum: true,
-                ..GetOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let read = client.get("/before", &GetOptions { quorum: true, ..GetOptions::default() }).await.unwrap();
     assert_eq!(read.node().value.as_deref(), Some("1"));
     assert_eq!(client.members().await.unwrap().len(), 3);
 
     // With every endpoint dead, the error names the last one tried.
     cluster.kill(1).unwrap();
     cluster.kill(2).unwrap();
-    let err = client
-        .get("/before", &GetOptions::default())
-        .await
-        .unwrap_err();
+    let err = client.get("/before", &GetOptions::default()).await.unwrap_err();
     match &err {
         Error::Transport { tried, .. } => assert_eq!(*tried, 3),
         other => panic!("{other:?}"),

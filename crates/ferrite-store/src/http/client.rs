@@ -19,8 +19,8 @@ use openraft::ServerState;
 use super::form::{mux_redirect, path_unescape, Form};
 use super::keys_request::{self, KeysOp, KeysRequest};
 use super::{
-    go_duration, go_error, go_json, go_json_line, http_error, method_not_allowed, respond, JSON,
-    TEXT,
+    go_duration, go_error, go_json, go_json_error, go_json_line, go_new_urls, http_error, method_not_allowed, respond,
+    JSON, TEXT,
 };
 use crate::node::{unix_nanos, MemberError, Node, NodeError};
 use crate::raft::types::{Request as RaftRequest, Response as RaftResponse};
@@ -37,14 +37,8 @@ async fn serve(State(node): State<Arc<Node>>, req: Request) -> Response {
     let mut resp = route(node, req).await;
     let headers = resp.headers_mut();
     headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    headers.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
-    );
-    headers.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("accept, content-type, authorization"),
-    );
+    headers.insert("access-control-allow-methods", HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"));
+    headers.insert("access-control-allow-headers", HeaderValue::from_static("accept, content-type, authorization"));
     resp
 }
 
@@ -89,23 +83,13 @@ async fn route(node: Arc<Node>, req: Request) -> Response {
 /// Go's `http.Redirect` with 301, as `ServeMux` answers unclean paths.
 fn redirect(method: &Method, location: &str) -> Response {
     let mut resp = if method == Method::GET {
-        let body = format!(
-            "<a href=\"{}\">Moved Permanently</a>.\n\n",
-            html_escape(location)
-        );
-        respond(
-            StatusCode::MOVED_PERMANENTLY,
-            "text/html; charset=utf-8",
-            body,
-        )
+        let body = format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(location));
+        respond(StatusCode::MOVED_PERMANENTLY, "text/html; charset=utf-8", body)
     } else {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
         if method == Method::HEAD {
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         }
         r
     };
@@ -116,11 +100,7 @@ fn redirect(method: &Method, location: &str) -> Response {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&#34;")
-        .replace('\'', "&#39;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&#34;").replace('\'', "&#39;")
 }
 
 fn cluster_id_header(node: &Node, headers: &mut HeaderMap) {
@@ -143,10 +123,7 @@ fn key_error(node: &Node, err: &v2::Error) -> Response {
 }
 
 fn node_error(node: &Node, err: &NodeError) -> Response {
-    key_error(
-        node,
-        &v2::Error::new(v2::ErrorCode::RaftInternal, err.to_string(), 0),
-    )
+    key_error(node, &v2::Error::new(v2::ErrorCode::RaftInternal, err.to_string(), 0))
 }
 
 /// Reads a form body when Go's `ParseForm` would: PUT, POST or PATCH with
@@ -158,39 +135,23 @@ async fn form_of(req: Request) -> Result<Form, v2::Error> {
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
         .unwrap_or(false);
     let reads_body = matches!(parts.method, Method::PUT | Method::POST | Method::PATCH) && is_form;
     let body = if reads_body {
         match axum::body::to_bytes(body, MAX_FORM_BODY).await {
             Ok(b) => Some(b),
-            Err(_) => {
-                return Err(v2::Error::new(
-                    v2::ErrorCode::InvalidForm,
-                    "http: POST too large",
-                    0,
-                ))
-            }
+            Err(_) => return Err(v2::Error::new(v2::ErrorCode::InvalidForm, "http: POST too large", 0)),
         }
     } else {
         None
     };
-    Form::parse(body.as_deref(), &query)
-        .map_err(|e| v2::Error::new(v2::ErrorCode::InvalidForm, e.to_string(), 0))
+    Form::parse(body.as_deref(), &query).map_err(|e| v2::Error::new(v2::ErrorCode::InvalidForm, e.to_string(), 0))
 }
 
 async fn keys(node: Arc<Node>, req: Request, key: String) -> Response {
     let method = req.method().clone();
-    if !matches!(
-        method,
-        Method::HEAD | Method::GET | Method::PUT | Method::POST | Method::DELETE
-    ) {
+    if !matches!(method, Method::HEAD | Method::GET | Method::PUT | Method::POST | Method::DELETE) {
         return method_not_allowed("HEAD,GET,PUT,POST,DELETE");
     }
     let form = match form_of(req).await {
@@ -198,74 +159,44 @@ async fn keys(node: Arc<Node>, req: Request, key: String) -> Response {
         Err(e) => return key_error(&node, &e),
     };
     let now = unix_nanos(SystemTime::now());
-    let KeysRequest {
-        op,
-        no_value_on_success,
-    } = match keys_request::parse(&method, &key, &form, now) {
+    let KeysRequest { op, no_value_on_success } = match keys_request::parse(&method, &key, &form, now) {
         Ok(r) => r,
         Err(e) => return key_error(&node, &e),
     };
     match op {
-        KeysOp::Get {
-            key,
-            recursive,
-            sorted,
-        } => {
-            let result = node
-                .state
-                .with_store(|s| s.get(&key, recursive, sorted, now));
+        KeysOp::Get { key, recursive, sorted } => {
+            let result = node.state.with_store(|s| s.get(&key, recursive, sorted, now));
             key_result(&node, result, false)
         }
-        KeysOp::QuorumGet {
-            key,
-            recursive,
-            sorted,
-        } => {
+        KeysOp::QuorumGet { key, recursive, sorted } => {
             if let Err(e) = node.read_barrier().await {
                 return node_error(&node, &e);
             }
             let now = unix_nanos(SystemTime::now());
-            let result = node
-                .state
-                .with_store(|s| s.get(&key, recursive, sorted, now));
+            let result = node.state.with_store(|s| s.get(&key, recursive, sorted, now));
             key_result(&node, result, false)
         }
-        KeysOp::Watch {
-            key,
-            recursive,
-            stream,
-            since,
-        } => watch(&node, &key, recursive, stream, since),
+        KeysOp::Watch { key, recursive, stream, since } => watch(&node, &key, recursive, stream, since),
         KeysOp::Write(command) => match node.propose(RaftRequest::Keys(command)).await {
             Ok(proposed) => match proposed.response {
                 RaftResponse::Keys(result) => key_result(&node, result, no_value_on_success),
-                RaftResponse::Done => node_error(
-                    &node,
-                    &NodeError::Internal("a keys write applied with no answer".into()),
-                ),
+                RaftResponse::Done => {
+                    node_error(&node, &NodeError::Internal("a keys write applied with no answer".into()))
+                }
             },
             Err(e) => node_error(&node, &e),
         },
     }
 }
 
-fn key_result(
-    node: &Node,
-    result: Result<crate::v2store::Applied, v2::Error>,
-    no_value_on_success: bool,
-) -> Response {
+fn key_result(node: &Node, result: Result<crate::v2store::Applied, v2::Error>, no_value_on_success: bool) -> Response {
     let applied = match result {
         Ok(a) => a,
         Err(e) => return key_error(node, &e),
     };
     let event = &applied.event;
-    let created = event.action == v2::Action::Create
-        || (event.action == v2::Action::Set && event.prev_node.is_none());
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let created = event.action == v2::Action::Create || (event.action == v2::Action::Set && event.prev_node.is_none());
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let hides_nodes = no_value_on_success
         && matches!(
             event.action,
@@ -287,22 +218,14 @@ fn key_result(
 }
 
 fn watch(node: &Node, key: &str, recursive: bool, stream: bool, since: u64) -> Response {
-    let watcher = match node
-        .state
-        .with_store(|s| s.watch(key, recursive, stream, since))
-    {
+    let watcher = match node.state.with_store(|s| s.watch(key, recursive, stream, since)) {
         Ok(w) => w,
         Err(e) => return key_error(node, &e),
     };
     let start_index = watcher.start_index;
     let events = tokio_stream::wrappers::ReceiverStream::new(watcher.events);
-    let events = events
-        .map(|event| Ok::<Bytes, std::convert::Infallible>(Bytes::from(go_json_line(&event))));
-    let body = if stream {
-        Body::from_stream(events)
-    } else {
-        Body::from_stream(events.take(1))
-    };
+    let events = events.map(|event| Ok::<Bytes, std::convert::Infallible>(Bytes::from(go_json_line(&event))));
+    let body = if stream { Body::from_stream(events) } else { Body::from_stream(events.take(1)) };
     let mut resp = respond(StatusCode::OK, JSON, body);
     let (raft_index, raft_term) = node.raft_status();
     let headers = resp.headers_mut();
@@ -315,26 +238,20 @@ fn watch(node: &Node, key: &str, recursive: bool, stream: bool, since: u64) -> R
 
 async fn members(node: Arc<Node>, req: Request, rest: String) -> Response {
     let method = req.method().clone();
-    if !matches!(
-        method,
-        Method::GET | Method::POST | Method::DELETE | Method::PUT
-    ) {
+    if !matches!(method, Method::GET | Method::POST | Method::DELETE | Method::PUT) {
         return method_not_allowed("GET,POST,DELETE,PUT");
     }
-    let mut resp = match method {
+    let mut resp = members_answer(&node, req, method, rest).await;
+    cluster_id_header(&node, resp.headers_mut());
+    resp
+}
+
+async fn members_answer(node: &Node, req: Request, method: Method, rest: String) -> Response {
+    match method {
         Method::GET => match rest.trim_start_matches('/') {
-            "" => respond(
-                StatusCode::OK,
-                JSON,
-                go_json_line(&v2::MemberList {
-                    members: node.members(),
-                }),
-            ),
-            "leader" => match node.leader().and_then(|l| {
-                node.members()
-                    .into_iter()
-                    .find(|m| m.id == v2::format_id(l))
-            }) {
+            "" => respond(StatusCode::OK, JSON, go_json_line(&v2::MemberList { members: node.members() })),
+            "leader" => match node.leader().and_then(|l| node.members().into_iter().find(|m| m.id == v2::format_id(l)))
+            {
                 Some(m) => respond(StatusCode::OK, JSON, go_json_line(&m)),
                 None => http_error(StatusCode::SERVICE_UNAVAILABLE, "During election"),
             },
@@ -370,9 +287,7 @@ async fn members(node: Arc<Node>, req: Request, rest: String) -> Response {
                 }
             }
         }
-    };
-    cluster_id_header(&node, resp.headers_mut());
-    resp
+    }
 }
 
 fn no_content() -> Response {
@@ -382,12 +297,7 @@ fn no_content() -> Response {
 }
 
 async fn member_request(req: Request) -> Result<v2::MemberCreateRequest, Response> {
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let ctype = match ctype.split_once(';') {
         Some((t, _)) => t.trim().to_ascii_lowercase(),
         None => ctype,
@@ -401,28 +311,17 @@ async fn member_request(req: Request) -> Result<v2::MemberCreateRequest, Respons
     let body = axum::body::to_bytes(req.into_body(), MAX_FORM_BODY)
         .await
         .map_err(|e| http_error(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    let create: v2::MemberCreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| http_error(StatusCode::BAD_REQUEST, &e.to_string()))?;
-    for u in &create.peer_urls {
-        if url::Url::parse(u).is_err() {
-            return Err(http_error(
-                StatusCode::BAD_REQUEST,
-                &format!("parse {u}: invalid URL"),
-            ));
-        }
-    }
+    let mut create: v2::MemberCreateRequest =
+        serde_json::from_slice(&body).map_err(|e| http_error(StatusCode::BAD_REQUEST, &go_json_error(&body, &e)))?;
+    create.peer_urls = go_new_urls(&create.peer_urls).map_err(|e| http_error(StatusCode::BAD_REQUEST, &e))?;
     Ok(create)
 }
 
 fn member_error(e: &MemberError) -> Response {
     match e {
-        MemberError::PeerUrlExists | MemberError::IdExists => {
-            http_error(StatusCode::CONFLICT, &e.to_string())
-        }
+        MemberError::PeerUrlExists | MemberError::IdExists => http_error(StatusCode::CONFLICT, &e.to_string()),
         MemberError::NotFound(_) => http_error(StatusCode::NOT_FOUND, &e.to_string()),
-        MemberError::Node(inner) => {
-            http_error(StatusCode::INTERNAL_SERVER_ERROR, &inner.to_string())
-        }
+        MemberError::Node(inner) => http_error(StatusCode::INTERNAL_SERVER_ERROR, &inner.to_string()),
     }
 }
 
@@ -430,11 +329,7 @@ fn machines(node: &Node, method: &Method) -> Response {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed("GET,HEAD");
     }
-    let urls: Vec<String> = node
-        .members()
-        .into_iter()
-        .flat_map(|m| m.client_urls)
-        .collect();
+    let urls: Vec<String> = node.members().into_iter().flat_map(|m| m.client_urls).collect();
     respond(StatusCode::OK, TEXT, urls.join(", "))
 }
 
@@ -510,10 +405,7 @@ fn version(method: &Method) -> Response {
     if method != Method::GET {
         return method_not_allowed("GET");
     }
-    let v = v2::Version {
-        server: ETCD_SERVER_VERSION.to_owned(),
-        cluster: ETCD_CLUSTER_VERSION.to_owned(),
-    };
+    let v = v2::Version { server: ETCD_SERVER_VERSION.to_owned(), cluster: ETCD_CLUSTER_VERSION.to_owned() };
     respond(StatusCode::OK, JSON, go_json(&v))
 }
 
@@ -536,12 +428,7 @@ fn metrics(node: &Node) -> Response {
     let has_leader = u8::from(m.current_leader.is_some());
     let is_leader = u8::from(m.current_leader == Some(node.id));
     let stats = node.state.with_store(|s| s.stats_json());
-    let stat = |k: &str| {
-        stats
-            .get(k)
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
-    };
+    let stat = |k: &str| stats.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
     let reads = stat("getsSuccess") + stat("getsFail");
     let writes = ["sets", "update", "create", "compareAndSwap"]
         .iter()
@@ -553,9 +440,7 @@ fn metrics(node: &Node) -> Response {
         + stat("compareAndDeleteFail");
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     };
     metric(
         "etcd_server_has_leader",
@@ -593,12 +478,7 @@ fn metrics(node: &Node) -> Response {
         "The total number of failed proposals seen.",
         c.proposals_failed.load(Ordering::Relaxed).to_string(),
     );
-    metric(
-        "etcd_server_proposals_pending",
-        "gauge",
-        "The current number of pending proposals to commit.",
-        "0".into(),
-    );
+    metric("etcd_server_proposals_pending", "gauge", "The current number of pending proposals to commit.", "0".into());
     metric(
         "etcd_server_id",
         "gauge",
@@ -635,15 +515,6 @@ fn metrics(node: &Node) -> Response {
         "Proposals this follower forwarded to the leader.",
         c.proposals_forwarded.load(Ordering::Relaxed).to_string(),
     );
-    metric(
-        "ferrite_store_raft_term",
-        "gauge",
-        "The current raft term.",
-        m.current_term.to_string(),
-    );
-    respond(
-        StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        out,
-    )
+    metric("ferrite_store_raft_term", "gauge", "The current raft term.", m.current_term.to_string());
+    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", out)
 }

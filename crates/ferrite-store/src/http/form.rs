@@ -63,10 +63,7 @@ impl Form {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -89,9 +86,7 @@ fn unescape(s: &str, plus_is_space: bool) -> Result<String, FormError> {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3).and_then(|h| {
                     let h = std::str::from_utf8(h).ok()?;
-                    u8::from_str_radix(h, 16)
-                        .ok()
-                        .filter(|_| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                    u8::from_str_radix(h, 16).ok().filter(|_| h.bytes().all(|c| c.is_ascii_hexdigit()))
                 });
                 match hex {
                     Some(b) => {
@@ -100,9 +95,7 @@ fn unescape(s: &str, plus_is_space: bool) -> Result<String, FormError> {
                     }
                     None => {
                         let end = (i + 3).min(bytes.len());
-                        return Err(FormError::Escape(
-                            String::from_utf8_lossy(&bytes[i..end]).into_owned(),
-                        ));
+                        return Err(FormError::Escape(String::from_utf8_lossy(&bytes[i..end]).into_owned()));
                     }
                 }
             }
@@ -203,18 +196,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_escapes_and_semicolons_with_gos_messages() {
-        assert_eq!(
-            Form::parse(None, "value=%zz").unwrap_err().to_string(),
-            r#"invalid URL escape "%zz""#
-        );
-        assert_eq!(
-            Form::parse(None, "value=%4").unwrap_err().to_string(),
-            r#"invalid URL escape "%4""#
-        );
-        assert_eq!(
-            Form::parse(None, "a=1;b=2").unwrap_err().to_string(),
-            "invalid semicolon separator in query"
-        );
+        assert_eq!(Form::parse(None, "value=%zz").unwrap_err().to_string(), r#"invalid URL escape "%zz""#);
+        assert_eq!(Form::parse(None, "value=%4").unwrap_err().to_string(), r#"invalid URL escape "%4""#);
+        assert_eq!(Form::parse(None, "a=1;b=2").unwrap_err().to_string(), "invalid semicolon separator in query");
     }
 
     #[test]

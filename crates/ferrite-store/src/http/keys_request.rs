@@ -12,24 +12,11 @@ use crate::v2store::{Command, Ttl, UnixNanos};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeysOp {
     /// A local read (GET, HEAD).
-    Get {
-        key: String,
-        recursive: bool,
-        sorted: bool,
-    },
+    Get { key: String, recursive: bool, sorted: bool },
     /// A linearizable read (`quorum=true`).
-    QuorumGet {
-        key: String,
-        recursive: bool,
-        sorted: bool,
-    },
+    QuorumGet { key: String, recursive: bool, sorted: bool },
     /// A long poll or stream of changes (`wait=true`).
-    Watch {
-        key: String,
-        recursive: bool,
-        stream: bool,
-        since: u64,
-    },
+    Watch { key: String, recursive: bool, stream: bool, since: u64 },
     /// A replicated write.
     Write(Command),
 }
@@ -57,19 +44,13 @@ fn get_bool(form: &Form, key: &str, cause: &str) -> Result<bool, Error> {
 fn get_index(form: &Form, key: &str) -> Result<u64, Error> {
     match form.get(key) {
         None => Ok(0),
-        Some(v) => parse_u64(v)
-            .ok_or_else(|| invalid(ErrorCode::IndexNaN, &format!("invalid value for {key:?}"))),
+        Some(v) => parse_u64(v).ok_or_else(|| invalid(ErrorCode::IndexNaN, &format!("invalid value for {key:?}"))),
     }
 }
 
 /// Parses a keys request. `path` is the decoded URL path after
 /// `/v2/keys`; `now` stamps the expiration of a `ttl`.
-pub fn parse(
-    method: &Method,
-    path: &str,
-    form: &Form,
-    now: UnixNanos,
-) -> Result<KeysRequest, Error> {
+pub fn parse(method: &Method, path: &str, form: &Form, now: UnixNanos) -> Result<KeysRequest, Error> {
     let key = clean_path(path);
     let prev_index = get_index(form, "prevIndex")?;
     let since = get_index(form, "waitIndex")?;
@@ -81,53 +62,34 @@ pub fn parse(
     let stream = get_bool(form, "stream", r#"invalid value for "stream""#)?;
 
     if wait && method != Method::GET {
-        return Err(invalid(
-            ErrorCode::InvalidField,
-            r#""wait" can only be used with GET requests"#,
-        ));
+        return Err(invalid(ErrorCode::InvalidField, r#""wait" can only be used with GET requests"#));
     }
 
     let prev_value = form.value("prevValue").to_owned();
     if form.has("prevValue") && prev_value.is_empty() {
-        return Err(invalid(
-            ErrorCode::PrevValueRequired,
-            r#""prevValue" cannot be empty"#,
-        ));
+        return Err(invalid(ErrorCode::PrevValueRequired, r#""prevValue" cannot be empty"#));
     }
 
-    let no_value_on_success = get_bool(
-        form,
-        "noValueOnSuccess",
-        r#"invalid value for "noValueOnSuccess""#,
-    )?;
+    let no_value_on_success = get_bool(form, "noValueOnSuccess", r#"invalid value for "noValueOnSuccess""#)?;
 
     // An empty ttl is no ttl.
     let ttl = match form.value("ttl") {
         "" => None,
-        v => Some(
-            parse_u64(v).ok_or_else(|| invalid(ErrorCode::TtlNaN, r#"invalid value for "ttl""#))?,
-        ),
+        v => Some(parse_u64(v).ok_or_else(|| invalid(ErrorCode::TtlNaN, r#"invalid value for "ttl""#))?),
     };
 
     let prev_exist = match form.get("prevExist") {
         None => None,
-        Some(v) => Some(
-            parse_bool(v)
-                .ok_or_else(|| invalid(ErrorCode::InvalidField, "invalid value for prevExist"))?,
-        ),
+        Some(v) => Some(parse_bool(v).ok_or_else(|| invalid(ErrorCode::InvalidField, "invalid value for prevExist"))?),
     };
 
     let refresh = match form.get("refresh") {
         None => false,
         Some(v) => {
-            let refresh = parse_bool(v)
-                .ok_or_else(|| invalid(ErrorCode::InvalidField, "invalid value for refresh"))?;
+            let refresh = parse_bool(v).ok_or_else(|| invalid(ErrorCode::InvalidField, "invalid value for refresh"))?;
             if refresh {
                 if !form.value("value").is_empty() {
-                    return Err(invalid(
-                        ErrorCode::RefreshValue,
-                        "A value was provided on a refresh",
-                    ));
+                    return Err(invalid(ErrorCode::RefreshValue, "A value was provided on a refresh"));
                 }
                 if ttl.is_none() {
                     return Err(invalid(ErrorCode::RefreshTtlRequired, "No TTL value set"));
@@ -138,92 +100,34 @@ pub fn parse(
     };
 
     let ttl = Ttl {
-        expire_at: ttl.map(|secs| {
-            now.saturating_add(
-                i64::try_from(secs)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1_000_000_000),
-            )
-        }),
+        expire_at: ttl
+            .map(|secs| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1_000_000_000))),
         refresh,
     };
     let value = form.value("value").to_owned();
 
     let op = match *method {
-        Method::GET if quorum => KeysOp::QuorumGet {
-            key,
-            recursive,
-            sorted,
-        },
-        Method::GET if wait => KeysOp::Watch {
-            key,
-            recursive,
-            stream,
-            since,
-        },
-        Method::GET | Method::HEAD => KeysOp::Get {
-            key,
-            recursive,
-            sorted,
-        },
-        Method::POST => KeysOp::Write(Command::Create {
-            key,
-            dir,
-            value,
-            unique: true,
-            ttl,
-        }),
+        Method::GET if quorum => KeysOp::QuorumGet { key, recursive, sorted },
+        Method::GET if wait => KeysOp::Watch { key, recursive, stream, since },
+        Method::GET | Method::HEAD => KeysOp::Get { key, recursive, sorted },
+        Method::POST => KeysOp::Write(Command::Create { key, dir, value, unique: true, ttl }),
         Method::PUT => KeysOp::Write(match prev_exist {
-            Some(true) if prev_index == 0 && prev_value.is_empty() => {
-                Command::Update { key, value, ttl }
+            Some(true) if prev_index == 0 && prev_value.is_empty() => Command::Update { key, value, ttl },
+            Some(true) => Command::CompareAndSwap { key, prev_value, prev_index, value, ttl },
+            Some(false) => Command::Create { key, dir, value, unique: false, ttl },
+            None if prev_index > 0 || !prev_value.is_empty() => {
+                Command::CompareAndSwap { key, prev_value, prev_index, value, ttl }
             }
-            Some(true) => Command::CompareAndSwap {
-                key,
-                prev_value,
-                prev_index,
-                value,
-                ttl,
-            },
-            Some(false) => Command::Create {
-                key,
-                dir,
-                value,
-                unique: false,
-                ttl,
-            },
-            None if prev_index > 0 || !prev_value.is_empty() => Command::CompareAndSwap {
-                key,
-                prev_value,
-                prev_index,
-                value,
-                ttl,
-            },
-            None => Command::Set {
-                key,
-                dir,
-                value,
-                ttl,
-            },
+            None => Command::Set { key, dir, value, ttl },
         }),
         Method::DELETE if prev_index > 0 || !prev_value.is_empty() => {
-            KeysOp::Write(Command::CompareAndDelete {
-                key,
-                prev_value,
-                prev_index,
-            })
+            KeysOp::Write(Command::CompareAndDelete { key, prev_value, prev_index })
         }
-        Method::DELETE => KeysOp::Write(Command::Delete {
-            key,
-            dir,
-            recursive,
-        }),
+        Method::DELETE => KeysOp::Write(Command::Delete { key, dir, recursive }),
         // The handler answers 405 before parsing any other method.
         _ => return Err(invalid(ErrorCode::InvalidForm, "unsupported method")),
     };
-    Ok(KeysRequest {
-        op,
-        no_value_on_success,
-    })
+    Ok(KeysRequest { op, no_value_on_success })
 }
 
 #[cfg(test)]
@@ -248,30 +152,15 @@ mod tests {
         let plain = Ttl::default();
         assert_eq!(
             write(Method::PUT, "/a", "value=1"),
-            Command::Set {
-                key: "/a".into(),
-                dir: false,
-                value: "1".into(),
-                ttl: plain
-            }
+            Command::Set { key: "/a".into(), dir: false, value: "1".into(), ttl: plain }
         );
         assert_eq!(
             write(Method::PUT, "/a", "value=1&prevExist=true"),
-            Command::Update {
-                key: "/a".into(),
-                value: "1".into(),
-                ttl: plain
-            }
+            Command::Update { key: "/a".into(), value: "1".into(), ttl: plain }
         );
         assert_eq!(
             write(Method::PUT, "/a", "value=1&prevExist=false&dir=false"),
-            Command::Create {
-                key: "/a".into(),
-                dir: false,
-                value: "1".into(),
-                unique: false,
-                ttl: plain
-            }
+            Command::Create { key: "/a".into(), dir: false, value: "1".into(), unique: false, ttl: plain }
         );
         assert_eq!(
             write(Method::PUT, "/a", "value=2&prevValue=1"),
@@ -299,29 +188,15 @@ mod tests {
     fn post_creates_in_order_and_delete_may_compare() {
         assert_eq!(
             write(Method::POST, "/q", "value=job"),
-            Command::Create {
-                key: "/q".into(),
-                dir: false,
-                value: "job".into(),
-                unique: true,
-                ttl: Ttl::default()
-            }
+            Command::Create { key: "/q".into(), dir: false, value: "job".into(), unique: true, ttl: Ttl::default() }
         );
         assert_eq!(
             write(Method::DELETE, "/a", "prevIndex=3"),
-            Command::CompareAndDelete {
-                key: "/a".into(),
-                prev_value: String::new(),
-                prev_index: 3
-            }
+            Command::CompareAndDelete { key: "/a".into(), prev_value: String::new(), prev_index: 3 }
         );
         assert_eq!(
             write(Method::DELETE, "/d", "dir=true&recursive=true"),
-            Command::Delete {
-                key: "/d".into(),
-                dir: true,
-                recursive: true
-            }
+            Command::Delete { key: "/d".into(), dir: true, recursive: true }
         );
     }
 
@@ -340,105 +215,39 @@ mod tests {
     #[test]
     fn reads_watches_and_quorum() {
         assert_eq!(
-            req(Method::GET, "//a/./b", "recursive=true&sorted=1")
-                .unwrap()
-                .op,
-            KeysOp::Get {
-                key: "/a/b".into(),
-                recursive: true,
-                sorted: true
-            }
+            req(Method::GET, "//a/./b", "recursive=true&sorted=1").unwrap().op,
+            KeysOp::Get { key: "/a/b".into(), recursive: true, sorted: true }
         );
         assert_eq!(
-            req(Method::GET, "/a", "wait=true&waitIndex=9&stream=true")
-                .unwrap()
-                .op,
-            KeysOp::Watch {
-                key: "/a".into(),
-                recursive: false,
-                stream: true,
-                since: 9
-            }
+            req(Method::GET, "/a", "wait=true&waitIndex=9&stream=true").unwrap().op,
+            KeysOp::Watch { key: "/a".into(), recursive: false, stream: true, since: 9 }
         );
         // quorum wins over wait, as in etcd (the request becomes QGET).
         assert_eq!(
             req(Method::GET, "/a", "wait=true&quorum=true").unwrap().op,
-            KeysOp::QuorumGet {
-                key: "/a".into(),
-                recursive: false,
-                sorted: false
-            }
+            KeysOp::QuorumGet { key: "/a".into(), recursive: false, sorted: false }
         );
     }
 
     #[test]
     fn malformed_parameters_get_etcds_codes_and_causes() {
         let cases: &[(Method, &str, u32, &str)] = &[
-            (
-                Method::PUT,
-                "prevIndex=x",
-                203,
-                r#"invalid value for "prevIndex""#,
-            ),
-            (
-                Method::GET,
-                "waitIndex=-1",
-                203,
-                r#"invalid value for "waitIndex""#,
-            ),
-            (
-                Method::GET,
-                "recursive=yes",
-                209,
-                r#"invalid value for "recursive""#,
-            ),
+            (Method::PUT, "prevIndex=x", 203, r#"invalid value for "prevIndex""#),
+            (Method::GET, "waitIndex=-1", 203, r#"invalid value for "waitIndex""#),
+            (Method::GET, "recursive=yes", 209, r#"invalid value for "recursive""#),
             (Method::GET, "sorted=", 209, r#"invalid value for "sorted""#),
-            (
-                Method::PUT,
-                "wait=true",
-                209,
-                r#""wait" can only be used with GET requests"#,
-            ),
-            (
-                Method::PUT,
-                "prevValue=",
-                201,
-                r#""prevValue" cannot be empty"#,
-            ),
+            (Method::PUT, "wait=true", 209, r#""wait" can only be used with GET requests"#),
+            (Method::PUT, "prevValue=", 201, r#""prevValue" cannot be empty"#),
             (Method::PUT, "ttl=abc", 202, r#"invalid value for "ttl""#),
-            (
-                Method::PUT,
-                "prevExist=maybe",
-                209,
-                "invalid value for prevExist",
-            ),
-            (
-                Method::PUT,
-                "refresh=nope",
-                209,
-                "invalid value for refresh",
-            ),
-            (
-                Method::PUT,
-                "refresh=true&value=x&ttl=5",
-                211,
-                "A value was provided on a refresh",
-            ),
+            (Method::PUT, "prevExist=maybe", 209, "invalid value for prevExist"),
+            (Method::PUT, "refresh=nope", 209, "invalid value for refresh"),
+            (Method::PUT, "refresh=true&value=x&ttl=5", 211, "A value was provided on a refresh"),
             (Method::PUT, "refresh=true", 212, "No TTL value set"),
-            (
-                Method::PUT,
-                "noValueOnSuccess=2",
-                209,
-                r#"invalid value for "noValueOnSuccess""#,
-            ),
+            (Method::PUT, "noValueOnSuccess=2", 209, r#"invalid value for "noValueOnSuccess""#),
         ];
         for (method, query, code, cause) in cases {
             let err = req(method.clone(), "/a", query).unwrap_err();
-            assert_eq!(
-                (err.error_code, err.cause.as_str(), err.index),
-                (*code, *cause, 0),
-                "{query}"
-            );
+            assert_eq!((err.error_code, err.cause.as_str(), err.index), (*code, *cause, 0), "{query}");
         }
     }
 

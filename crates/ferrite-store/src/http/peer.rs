@@ -45,46 +45,27 @@ where
 {
     let req: Req = match encoding.decode(body) {
         Ok(r) => r,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("undecodable peer request: {e}"),
-            )
-                .into_response()
-        }
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("undecodable peer request: {e}")).into_response(),
     };
     let answer = serve(req).await;
     match encoding.encode(&answer) {
         Ok(bytes) => respond(StatusCode::OK, encoding.content_type(), bytes),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode peer answer: {e}"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode peer answer: {e}")).into_response(),
     }
 }
 
 // Raft's own RPCs travel as postcard.
 
 async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(
-        Encoding::Postcard,
-        &body,
-        |req: AppendEntriesRequest<TypeConfig>| async move {
-            node.counters.recv_append.fetch_add(1, Ordering::Relaxed);
-            node.raft.append_entries(req).await
-        },
-    )
+    rpc(Encoding::Postcard, &body, |req: AppendEntriesRequest<TypeConfig>| async move {
+        node.counters.recv_append.fetch_add(1, Ordering::Relaxed);
+        node.raft.append_entries(req).await
+    })
     .await
 }
 
 async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(
-        Encoding::Postcard,
-        &body,
-        |req: VoteRequest<NodeId>| async move { node.raft.vote(req).await },
-    )
-    .await
+    rpc(Encoding::Postcard, &body, |req: VoteRequest<NodeId>| async move { node.raft.vote(req).await }).await
 }
 
 async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {

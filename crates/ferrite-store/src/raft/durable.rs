@@ -43,20 +43,13 @@ impl FileKind {
     /// Checks that `bytes` (the whole file) starts with this kind's header.
     pub(crate) fn check_header(&self, path: &Path, bytes: &[u8]) -> Result<(), OpenError> {
         if bytes.len() < FILE_HEADER_LEN || bytes[..8] != self.magic {
-            return Err(OpenError::Foreign {
-                path: path.to_owned(),
-                kind: self.name,
-            });
+            return Err(OpenError::Foreign { path: path.to_owned(), kind: self.name });
         }
         let mut version = [0u8; 4];
         version.copy_from_slice(&bytes[8..FILE_HEADER_LEN]);
         let found = u32::from_le_bytes(version);
         if found != self.version {
-            return Err(OpenError::Version {
-                path: path.to_owned(),
-                found,
-                expected: self.version,
-            });
+            return Err(OpenError::Version { path: path.to_owned(), found, expected: self.version });
         }
         Ok(())
     }
@@ -74,28 +67,13 @@ pub enum OpenError {
     #[error("{path} is not a ferrite-store {kind} file (bad magic)")]
     Foreign { path: PathBuf, kind: &'static str },
     #[error("{path} has format version {found}; this build reads version {expected}")]
-    Version {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
-    },
+    Version { path: PathBuf, found: u32, expected: u32 },
     #[error("{path} is corrupt at offset {offset}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
     #[error("{path}: cannot decode the record at offset {offset}")]
-    Decode {
-        path: PathBuf,
-        offset: u64,
-        source: postcard::Error,
-    },
+    Decode { path: PathBuf, offset: u64, source: postcard::Error },
     #[error("{path}: the v2 store in the snapshot cannot be restored")]
-    Restore {
-        path: PathBuf,
-        source: crate::v2store::SnapshotError,
-    },
+    Restore { path: PathBuf, source: crate::v2store::SnapshotError },
 }
 
 /// A file operation that failed, with the file it failed on.
@@ -109,11 +87,7 @@ pub(crate) struct FileError {
 
 impl FileError {
     pub(crate) fn new(action: &'static str, path: &Path, source: io::Error) -> FileError {
-        FileError {
-            action,
-            path: path.to_owned(),
-            source,
-        }
+        FileError { action, path: path.to_owned(), source }
     }
 
     /// As an `io::Error` of the same kind (ENOSPC stays ENOSPC) whose
@@ -170,72 +144,44 @@ pub(crate) fn read_frame(file: &[u8], offset: usize) -> Frame<'_> {
         return Frame::End;
     }
     if rest.len() < FRAME_HEADER_LEN {
-        return Frame::Torn {
-            reason: "frame header cut short",
-        };
+        return Frame::Torn { reason: "frame header cut short" };
     }
     let header = &rest[..FRAME_HEADER_LEN];
     if header.iter().all(|&b| b == 0) {
-        return Frame::Torn {
-            reason: "frame header never written",
-        };
+        return Frame::Torn { reason: "frame header never written" };
     }
-    let word =
-        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     let (len, payload_crc, header_crc) = (word(0), word(4), word(8));
     if crc32fast::hash(&header[..8]) != header_crc {
-        return Frame::Corrupt {
-            reason: "frame header checksum mismatch",
-        };
+        return Frame::Corrupt { reason: "frame header checksum mismatch" };
     }
     if len == 0 || len > MAX_RECORD_LEN {
-        return Frame::Corrupt {
-            reason: "impossible record length",
-        };
+        return Frame::Corrupt { reason: "impossible record length" };
     }
     let len = len as usize;
     let body = &rest[FRAME_HEADER_LEN..];
     if body.len() < len {
-        return Frame::Torn {
-            reason: "record cut short by the end of the file",
-        };
+        return Frame::Torn { reason: "record cut short by the end of the file" };
     }
     let payload = &body[..len];
     if crc32fast::hash(payload) != payload_crc {
         return if body.len() == len {
-            Frame::Torn {
-                reason: "last record checksum mismatch",
-            }
+            Frame::Torn { reason: "last record checksum mismatch" }
         } else {
-            Frame::Corrupt {
-                reason: "record checksum mismatch",
-            }
+            Frame::Corrupt { reason: "record checksum mismatch" }
         };
     }
-    Frame::Record {
-        payload,
-        end: offset + FRAME_HEADER_LEN + len,
-    }
+    Frame::Record { payload, end: offset + FRAME_HEADER_LEN + len }
 }
 
 /// Replaces `dir/name` with a file of `kind` holding one record, atomically:
 /// write `name.tmp`, fsync it, rename it over `name`, fsync the directory.
 /// On failure the old file is untouched and the temporary file removed.
-pub(crate) fn write_atomic(
-    dir: &Path,
-    name: &str,
-    kind: &FileKind,
-    payload: &[u8],
-) -> Result<(), FileError> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, kind: &FileKind, payload: &[u8]) -> Result<(), FileError> {
     let mut bytes = Vec::with_capacity(FILE_HEADER_LEN + FRAME_HEADER_LEN + payload.len());
     bytes.extend_from_slice(&kind.header());
-    encode_frame(payload, &mut bytes).map_err(|e| {
-        FileError::new(
-            "write",
-            &dir.join(name),
-            io::Error::new(io::ErrorKind::InvalidInput, e),
-        )
-    })?;
+    encode_frame(payload, &mut bytes)
+        .map_err(|e| FileError::new("write", &dir.join(name), io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     replace_file(dir, name, &bytes)
 }
 
@@ -262,9 +208,7 @@ pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), F
 
 /// Makes renames and creations in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), FileError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| FileError::new("fsync directory", dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| FileError::new("fsync directory", dir, e))
 }
 
 /// Removes a temporary file left by an interrupted or failed write.
@@ -285,12 +229,7 @@ pub(crate) fn read_single(path: &Path, kind: &FileKind) -> Result<Option<Vec<u8>
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(OpenError::Io {
-                path: path.to_owned(),
-                source,
-            })
-        }
+        Err(source) => return Err(OpenError::Io { path: path.to_owned(), source }),
     };
     kind.check_header(path, &bytes)?;
     let corrupt = |reason: &str| OpenError::Corrupt {
@@ -338,10 +277,7 @@ mod tests {
         for cut in 1..file.len() - 15 {
             let short = &file[..file.len() - cut];
             let second = 15;
-            assert!(
-                matches!(read_frame(short, second), Frame::Torn { .. } | Frame::End),
-                "cut {cut}"
-            );
+            assert!(matches!(read_frame(short, second), Frame::Torn { .. } | Frame::End), "cut {cut}");
         }
         let mut damaged = file.clone();
         damaged[13] ^= 1; // first payload

@@ -37,16 +37,8 @@ const LOG_FILE: &str = "log";
 const VOTE_FILE: &str = "vote";
 const LOCK_FILE: &str = "LOCK";
 
-const LOG_KIND: FileKind = FileKind {
-    magic: *b"FERRLOG\0",
-    version: 1,
-    name: "log",
-};
-const VOTE_KIND: FileKind = FileKind {
-    magic: *b"FERRVOTE",
-    version: 1,
-    name: "vote",
-};
+const LOG_KIND: FileKind = FileKind { magic: *b"FERRLOG\0", version: 1, name: "log" };
+const VOTE_KIND: FileKind = FileKind { magic: *b"FERRVOTE", version: 1, name: "vote" };
 
 /// At most this many queued writes share one fsync.
 const MAX_GROUP: usize = 1024;
@@ -137,21 +129,13 @@ impl LogMem {
                         self.last_log_id()
                     ));
                 }
-                if let Some(pair) = entries
-                    .windows(2)
-                    .find(|w| w[0].log_id.index + 1 != w[1].log_id.index)
-                {
-                    return Err(format!(
-                        "entries {} and {} are not consecutive",
-                        pair[0].log_id, pair[1].log_id
-                    ));
+                if let Some(pair) = entries.windows(2).find(|w| w[0].log_id.index + 1 != w[1].log_id.index) {
+                    return Err(format!("entries {} and {} are not consecutive", pair[0].log_id, pair[1].log_id));
                 }
                 let share = size / entries.len() as u64;
                 for entry in entries {
                     self.live_bytes += share;
-                    let old = self
-                        .entries
-                        .insert(entry.log_id.index, Slot { entry, size: share });
+                    let old = self.entries.insert(entry.log_id.index, Slot { entry, size: share });
                     if let Some(old) = old {
                         self.live_bytes = self.live_bytes.saturating_sub(old.size);
                     }
@@ -191,10 +175,7 @@ impl LogMem {
         if start >= end {
             return Vec::new();
         }
-        self.entries
-            .range(start..end)
-            .map(|(_, slot)| slot.entry.clone())
-            .collect()
+        self.entries.range(start..end).map(|(_, slot)| slot.entry.clone()).collect()
     }
 
     /// The whole log file rewritten: header, purge point, commit point,
@@ -251,45 +232,29 @@ impl LogStore {
     }
 
     pub fn open_with(dir: &Path, options: LogStoreOptions) -> Result<LogStore, OpenError> {
-        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
         let io_err = |path: &Path| {
             let path = path.to_owned();
             move |source| OpenError::Io { path, source }
         };
         let lock_path = dir.join(LOCK_FILE);
-        let lock_file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
+        let lock_file =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
         match lock_file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(OpenError::Locked { path: lock_path })
-            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(OpenError::Locked { path: lock_path }),
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
 
         let path = dir.join(LOG_FILE);
         durable::remove_leftover(&dir.join(format!("{LOG_FILE}.tmp")));
         if !path.exists() {
-            durable::replace_file(dir, LOG_FILE, &LOG_KIND.header()).map_err(|e| {
-                OpenError::Io {
-                    path: e.path,
-                    source: e.source,
-                }
-            })?;
+            durable::replace_file(dir, LOG_FILE, &LOG_KIND.header())
+                .map_err(|e| OpenError::Io { path: e.path, source: e.source })?;
         }
         let bytes = std::fs::read(&path).map_err(io_err(&path))?;
         let (mut mem, good_end) = replay(&path, &bytes)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
         if good_end < bytes.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -297,21 +262,15 @@ impl LogStore {
                 discarded = bytes.len() - good_end,
                 "discarding a torn write at the end of the log"
             );
-            file.set_len(good_end as u64)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(&path))?;
+            file.set_len(good_end as u64).and_then(|()| file.sync_all()).map_err(io_err(&path))?;
         }
         mem.file_bytes = good_end as u64;
         mem.vote = match durable::read_single(&dir.join(VOTE_FILE), &VOTE_KIND)? {
-            Some(payload) => {
-                Some(
-                    postcard::from_bytes(&payload).map_err(|source| OpenError::Decode {
-                        path: dir.join(VOTE_FILE),
-                        offset: FILE_HEADER_LEN as u64,
-                        source,
-                    })?,
-                )
-            }
+            Some(payload) => Some(postcard::from_bytes(&payload).map_err(|source| OpenError::Decode {
+                path: dir.join(VOTE_FILE),
+                offset: FILE_HEADER_LEN as u64,
+                source,
+            })?),
             None => None,
         };
         tracing::info!(
@@ -340,10 +299,7 @@ impl LogStore {
             .map_err(io_err(dir))?;
         Ok(LogStore {
             mem: Arc::new(Mutex::new(mem)),
-            writer: WriterHandle {
-                tx: Some(tx),
-                thread: Some(thread),
-            },
+            writer: WriterHandle { tx: Some(tx), thread: Some(thread) },
             options,
         })
     }
@@ -353,8 +309,7 @@ impl LogStore {
         let mut bytes = Vec::new();
         encode_record(&record, &mut bytes)?;
         let mut mem = lock(&self.mem);
-        mem.apply(record, bytes.len() as u64)
-            .map_err(WriteError::Refused)?;
+        mem.apply(record, bytes.len() as u64).map_err(WriteError::Refused)?;
         mem.file_bytes += bytes.len() as u64;
         self.writer.send(Op::Log { bytes, done })
     }
@@ -422,18 +377,16 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<(LogMem, usize), OpenError> {
                 })
             }
             Frame::Record { payload, end } => {
-                let record: Record =
-                    postcard::from_bytes(payload).map_err(|source| OpenError::Decode {
-                        path: path.to_owned(),
-                        offset: offset as u64,
-                        source,
-                    })?;
-                mem.apply(record, (end - offset) as u64)
-                    .map_err(|reason| OpenError::Corrupt {
-                        path: path.to_owned(),
-                        offset: offset as u64,
-                        reason,
-                    })?;
+                let record: Record = postcard::from_bytes(payload).map_err(|source| OpenError::Decode {
+                    path: path.to_owned(),
+                    offset: offset as u64,
+                    source,
+                })?;
+                mem.apply(record, (end - offset) as u64).map_err(|reason| OpenError::Corrupt {
+                    path: path.to_owned(),
+                    offset: offset as u64,
+                    reason,
+                })?;
                 offset = end;
             }
         }
@@ -463,16 +416,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let mem = lock(&self.mem);
-        Ok(LogState {
-            last_purged_log_id: mem.last_purged,
-            last_log_id: mem.last_log_id(),
-        })
+        Ok(LogState { last_purged_log_id: mem.last_purged, last_log_id: mem.last_log_id() })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader {
-            mem: Arc::clone(&self.mem),
-        }
+        LogReader { mem: Arc::clone(&self.mem) }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
@@ -482,9 +430,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.writer.send(Op::Vote { payload, done: tx })?;
             wait(rx).await
         };
-        saved
-            .await
-            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        saved.await.map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
         lock(&self.mem).vote = Some(*vote);
         Ok(())
     }
@@ -500,21 +446,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not awaited: a lost commit point only means re-applying less on
         // restart. A failure still poisons the writer, so the next append
         // reports it.
-        Ok(self.record(
-            Record::Committed(committed),
-            Done::Unawaited("save the committed log id"),
-        )?)
+        Ok(self.record(Record::Committed(committed), Done::Unawaited("save the committed log id"))?)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         Ok(lock(&self.mem).committed)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -523,10 +462,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if entries.is_empty() {
             // Nothing to write, but the callback still waits for every
             // write queued before it.
-            self.writer.send(Op::Log {
-                bytes: Vec::new(),
-                done: Done::Flushed(callback),
-            })?;
+            self.writer.send(Op::Log { bytes: Vec::new(), done: Done::Flushed(callback) })?;
             return Ok(());
         }
         Ok(self.record(Record::Append(entries), Done::Flushed(callback))?)
@@ -534,9 +470,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncating the log");
-        let truncate = Record::Truncate {
-            since: log_id.index,
-        };
+        let truncate = Record::Truncate { since: log_id.index };
         Ok(self.record_durably(truncate).await?)
     }
 
@@ -545,10 +479,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not awaited (openraft allows a purge to finish later): purged
         // entries that come back after a crash are only ones a snapshot
         // already holds. A failure poisons the writer like any other.
-        self.record(
-            Record::Purge { upto: log_id },
-            Done::Unawaited("purge the log"),
-        )?;
+        self.record(Record::Purge { upto: log_id }, Done::Unawaited("purge the log"))?;
         let mut mem = lock(&self.mem);
         if !mem.should_compact(self.options.compact_min_bytes) {
             return Ok(());
@@ -557,10 +488,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(file) => {
                 mem.file_bytes = file.len() as u64;
                 drop(mem);
-                self.writer.send(Op::Compact {
-                    file,
-                    done: Done::Unawaited("compact the log"),
-                })?;
+                self.writer.send(Op::Compact { file, done: Done::Unawaited("compact the log") })?;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode a compacted log; keeping the old file")
@@ -599,10 +527,7 @@ enum Op {
     /// Frames to append to the log file.
     Log { bytes: Vec<u8>, done: Done },
     /// A new vote file.
-    Vote {
-        payload: Vec<u8>,
-        done: oneshot::Sender<io::Result<()>>,
-    },
+    Vote { payload: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
     /// A whole new log file to replace the current one.
     Compact { file: Vec<u8>, done: Done },
 }
@@ -693,10 +618,9 @@ impl Writer {
     fn check(&self) -> io::Result<()> {
         match &self.failed {
             None => Ok(()),
-            Some((kind, message)) => Err(io::Error::new(
-                *kind,
-                format!("the raft log stopped at an earlier write failure: {message}"),
-            )),
+            Some((kind, message)) => {
+                Err(io::Error::new(*kind, format!("the raft log stopped at an earlier write failure: {message}")))
+            }
         }
     }
 
@@ -733,11 +657,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                if let Err(undo) = self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|()| self.file.sync_data())
-                {
+                if let Err(undo) = self.file.set_len(self.len).and_then(|()| self.file.sync_data()) {
                     // Open will see the partial frame as a torn tail.
                     tracing::error!(path = %self.path.display(), error = %undo, "cannot cut back a failed write");
                 }
@@ -761,8 +681,7 @@ impl Writer {
     }
 
     fn write_vote(&mut self, payload: &[u8]) -> io::Result<()> {
-        let result = durable::write_atomic(&self.dir, VOTE_FILE, &VOTE_KIND, payload)
-            .map_err(FileError::into_io);
+        let result = durable::write_atomic(&self.dir, VOTE_FILE, &VOTE_KIND, payload).map_err(FileError::into_io);
         if let Err(e) = &result {
             self.fail(e);
         }
@@ -858,32 +777,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut store = LogStore::open(dir.path()).unwrap();
-            append(
-                &mut store,
-                vec![membership_ent::<TypeConfig>(
-                    1,
-                    1,
-                    0,
-                    vec![BTreeSet::from([1])],
-                )],
-            )
-            .await
-            .unwrap();
-            append(&mut store, (1..=5).map(|i| blank(1, i)).collect())
-                .await
-                .unwrap();
+            append(&mut store, vec![membership_ent::<TypeConfig>(1, 1, 0, vec![BTreeSet::from([1])])]).await.unwrap();
+            append(&mut store, (1..=5).map(|i| blank(1, i)).collect()).await.unwrap();
             append(&mut store, vec![member(6, "infra0")]).await.unwrap();
-            store
-                .save_vote(&RaftVote::new_committed(1, 1))
-                .await
-                .unwrap();
+            store.save_vote(&RaftVote::new_committed(1, 1)).await.unwrap();
             store.save_committed(Some(log_id(1, 1, 6))).await.unwrap();
             store.purge(log_id(1, 1, 2)).await.unwrap();
             // A conflict drops 5..; the leader's term-2 entries replace them.
             store.truncate(log_id(1, 1, 5)).await.unwrap();
-            append(&mut store, vec![blank(2, 5), blank(2, 6)])
-                .await
-                .unwrap();
+            append(&mut store, vec![blank(2, 5), blank(2, 6)]).await.unwrap();
         }
         let mut store = LogStore::open(dir.path()).unwrap();
         let entries = all(&mut store).await;
@@ -891,15 +793,9 @@ mod tests {
         assert_eq!(entries[2].log_id, log_id(2, 1, 5));
         assert_eq!(
             store.get_log_state().await.unwrap(),
-            LogState {
-                last_purged_log_id: Some(log_id(1, 1, 2)),
-                last_log_id: Some(log_id(2, 1, 6)),
-            }
+            LogState { last_purged_log_id: Some(log_id(1, 1, 2)), last_log_id: Some(log_id(2, 1, 6)) }
         );
-        assert_eq!(
-            store.read_vote().await.unwrap(),
-            Some(RaftVote::new_committed(1, 1))
-        );
+        assert_eq!(store.read_vote().await.unwrap(), Some(RaftVote::new_committed(1, 1)));
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 6)));
     }
 
@@ -920,13 +816,8 @@ mod tests {
             store.save_vote(&RaftVote::new(3, 2)).await.unwrap();
             store.save_vote(&RaftVote::new(4, 1)).await.unwrap();
             // Durable as soon as save_vote returns: read the file itself.
-            let bytes = durable::read_single(&dir.path().join(VOTE_FILE), &VOTE_KIND)
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                postcard::from_bytes::<Vote>(&bytes).unwrap(),
-                RaftVote::new(4, 1)
-            );
+            let bytes = durable::read_single(&dir.path().join(VOTE_FILE), &VOTE_KIND).unwrap().unwrap();
+            assert_eq!(postcard::from_bytes::<Vote>(&bytes).unwrap(), RaftVote::new(4, 1));
         }
         assert!(!dir.path().join("vote.tmp").exists());
         let mut store = LogStore::open(dir.path()).unwrap();
@@ -937,17 +828,12 @@ mod tests {
     async fn appended_entries_are_on_disk_when_the_callback_fires() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LogStore::open(dir.path()).unwrap();
-        append(&mut store, (0..3).map(|i| blank(1, i)).collect())
-            .await
-            .unwrap();
+        append(&mut store, (0..3).map(|i| blank(1, i)).collect()).await.unwrap();
         // Still open: replay a copy of the file as it is now.
         let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
         let (mem, end) = replay(&dir.path().join(LOG_FILE), &bytes).unwrap();
         assert_eq!(end, bytes.len());
-        assert_eq!(
-            mem.entries.keys().copied().collect::<Vec<_>>(),
-            vec![0, 1, 2]
-        );
+        assert_eq!(mem.entries.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 
     #[tokio::test]
@@ -957,13 +843,9 @@ mod tests {
         let intact;
         {
             let mut store = LogStore::open(dir.path()).unwrap();
-            append(&mut store, (0..3).map(|i| blank(1, i)).collect())
-                .await
-                .unwrap();
+            append(&mut store, (0..3).map(|i| blank(1, i)).collect()).await.unwrap();
             intact = std::fs::metadata(&path).unwrap().len();
-            append(&mut store, (3..6).map(|i| blank(1, i)).collect())
-                .await
-                .unwrap();
+            append(&mut store, (3..6).map(|i| blank(1, i)).collect()).await.unwrap();
         }
         // Power cut in the middle of the second write.
         let full = std::fs::metadata(&path).unwrap().len();
@@ -973,11 +855,7 @@ mod tests {
         {
             let mut store = LogStore::open(dir.path()).unwrap();
             assert_eq!(indexes(&all(&mut store).await), vec![0, 1, 2]);
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().len(),
-                intact,
-                "tail cut off"
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), intact, "tail cut off");
             append(&mut store, vec![blank(2, 3)]).await.unwrap();
         }
         // A tail of zeros (the file grew, the data never landed) is torn too.
@@ -1005,9 +883,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = LogStore::open(dir.path()).unwrap_err();
         match &err {
-            OpenError::Corrupt {
-                path: p, offset, ..
-            } => {
+            OpenError::Corrupt { path: p, offset, .. } => {
                 assert_eq!(p, &path);
                 assert_eq!(*offset, first as u64);
             }
@@ -1026,10 +902,7 @@ mod tests {
         durable::encode_frame(&[0xff, 0xff, 0xff], &mut bytes).unwrap();
         std::fs::write(&path, &bytes).unwrap();
         let err = LogStore::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(&err, OpenError::Decode { path: p, offset: 12, .. } if p == &path),
-            "{err}"
-        );
+        assert!(matches!(&err, OpenError::Decode { path: p, offset: 12, .. } if p == &path), "{err}");
     }
 
     #[tokio::test]
@@ -1042,10 +915,7 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let err = LogStore::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(&err, OpenError::Corrupt { offset, .. } if *offset > 12),
-            "{err}"
-        );
+        assert!(matches!(&err, OpenError::Corrupt { offset, .. } if *offset > 12), "{err}");
     }
 
     #[tokio::test]
@@ -1054,10 +924,7 @@ mod tests {
         let path = dir.path().join(LOG_FILE);
         std::fs::write(&path, b"{\"etcd\": \"member dir\"}").unwrap();
         let err = LogStore::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(&err, OpenError::Foreign { path: p, .. } if p == &path),
-            "{err}"
-        );
+        assert!(matches!(&err, OpenError::Foreign { path: p, .. } if p == &path), "{err}");
 
         let mut newer = LOG_KIND.header();
         newer[8] = 9;
@@ -1068,60 +935,37 @@ mod tests {
         std::fs::write(&path, LOG_KIND.header()).unwrap();
         std::fs::write(dir.path().join(VOTE_FILE), b"garbage").unwrap();
         let err = LogStore::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(&err, OpenError::Foreign { kind: "vote", .. }),
-            "{err}"
-        );
+        assert!(matches!(&err, OpenError::Foreign { kind: "vote", .. }), "{err}");
     }
 
     #[tokio::test]
     async fn a_purge_that_leaves_mostly_dead_records_compacts_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(LOG_FILE);
-        let options = LogStoreOptions {
-            compact_min_bytes: 4096,
-            ..LogStoreOptions::default()
-        };
+        let options = LogStoreOptions { compact_min_bytes: 4096, ..LogStoreOptions::default() };
         {
             let mut store = LogStore::open_with(dir.path(), options.clone()).unwrap();
             for i in 0..200 {
-                append(&mut store, vec![member(i, &format!("member-{i}"))])
-                    .await
-                    .unwrap();
+                append(&mut store, vec![member(i, &format!("member-{i}"))]).await.unwrap();
             }
             store.save_committed(Some(log_id(1, 1, 199))).await.unwrap();
-            store
-                .save_vote(&RaftVote::new_committed(1, 1))
-                .await
-                .unwrap();
+            store.save_vote(&RaftVote::new_committed(1, 1)).await.unwrap();
             let before = std::fs::metadata(&path).unwrap().len();
             store.purge(log_id(1, 1, 189)).await.unwrap();
             // Queued after the compaction, so its flush means the
             // compaction is done; and it lands in the new file.
             append(&mut store, vec![blank(2, 200)]).await.unwrap();
             let after = std::fs::metadata(&path).unwrap().len();
-            assert!(
-                after * 5 < before,
-                "compacted from {before} to {after} bytes"
-            );
+            assert!(after * 5 < before, "compacted from {before} to {after} bytes");
         }
         assert!(!dir.path().join("log.tmp").exists());
         let mut store = LogStore::open_with(dir.path(), options).unwrap();
         let entries = all(&mut store).await;
         assert_eq!(indexes(&entries), (190..=200).collect::<Vec<_>>());
         assert_eq!(entries[0], member(190, "member-190"));
-        assert_eq!(
-            store.get_log_state().await.unwrap().last_purged_log_id,
-            Some(log_id(1, 1, 189))
-        );
-        assert_eq!(
-            store.read_committed().await.unwrap(),
-            Some(log_id(1, 1, 199))
-        );
-        assert_eq!(
-            store.read_vote().await.unwrap(),
-            Some(RaftVote::new_committed(1, 1))
-        );
+        assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(1, 1, 189)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 199)));
+        assert_eq!(store.read_vote().await.unwrap(), Some(RaftVote::new_committed(1, 1)));
     }
 
     #[tokio::test]
@@ -1129,24 +973,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut store = LogStore::open(dir.path()).unwrap();
-            append(&mut store, (0..3).map(|i| blank(1, i)).collect())
-                .await
-                .unwrap();
+            append(&mut store, (0..3).map(|i| blank(1, i)).collect()).await.unwrap();
             store.purge(log_id(1, 1, 20)).await.unwrap();
         }
         let mut store = LogStore::open(dir.path()).unwrap();
         assert_eq!(
             store.get_log_state().await.unwrap(),
-            LogState {
-                last_purged_log_id: Some(log_id(1, 1, 20)),
-                last_log_id: Some(log_id(1, 1, 20)),
-            }
+            LogState { last_purged_log_id: Some(log_id(1, 1, 20)), last_log_id: Some(log_id(1, 1, 20)) }
         );
         append(&mut store, vec![blank(1, 21)]).await.unwrap();
-        assert!(
-            append(&mut store, vec![blank(1, 23)]).await.is_err(),
-            "a hole is refused"
-        );
+        assert!(append(&mut store, vec![blank(1, 23)]).await.is_err(), "a hole is refused");
     }
 
     #[tokio::test]
@@ -1157,29 +993,15 @@ mod tests {
         {
             let mut store = LogStore::open_with(
                 dir.path(),
-                LogStoreOptions {
-                    space_left: Some(200),
-                    ..LogStoreOptions::default()
-                },
+                LogStoreOptions { space_left: Some(200), ..LogStoreOptions::default() },
             )
             .unwrap();
-            append(&mut store, vec![blank(1, 0), blank(1, 1)])
-                .await
-                .unwrap();
+            append(&mut store, vec![blank(1, 0), blank(1, 1)]).await.unwrap();
             intact = std::fs::metadata(&path).unwrap().len();
-            let big = (2..50)
-                .map(|i| member(i, "a-member-with-a-long-name"))
-                .collect();
+            let big = (2..50).map(|i| member(i, "a-member-with-a-long-name")).collect();
             let err = append(&mut store, big).await.unwrap_err();
-            assert!(
-                err.to_string().contains(&path.display().to_string()),
-                "{err}"
-            );
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().len(),
-                intact,
-                "partial write cut back"
-            );
+            assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), intact, "partial write cut back");
             // Later writes fail too rather than leave a hole.
             assert!(append(&mut store, vec![blank(1, 50)]).await.is_err());
             assert!(store.save_vote(&RaftVote::new(2, 1)).await.is_err());
@@ -1193,24 +1015,12 @@ mod tests {
     async fn reads_take_any_range() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = LogStore::open(dir.path()).unwrap();
-        append(&mut store, (0..10).map(|i| blank(1, i)).collect())
-            .await
-            .unwrap();
+        append(&mut store, (0..10).map(|i| blank(1, i)).collect()).await.unwrap();
         let mut reader = store.get_log_reader().await;
-        assert_eq!(
-            indexes(&reader.try_get_log_entries(3..6).await.unwrap()),
-            vec![3, 4, 5]
-        );
-        assert_eq!(
-            indexes(&reader.try_get_log_entries(8..=20).await.unwrap()),
-            vec![8, 9]
-        );
+        assert_eq!(indexes(&reader.try_get_log_entries(3..6).await.unwrap()), vec![3, 4, 5]);
+        assert_eq!(indexes(&reader.try_get_log_entries(8..=20).await.unwrap()), vec![8, 9]);
         let backwards = (Bound::Included(6), Bound::Excluded(3));
-        assert!(reader
-            .try_get_log_entries(backwards)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(reader.try_get_log_entries(backwards).await.unwrap().is_empty());
         assert!(reader.try_get_log_entries(5..5).await.unwrap().is_empty());
     }
 }

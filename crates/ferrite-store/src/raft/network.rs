@@ -12,13 +12,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -57,10 +55,7 @@ impl Faults {
 
     fn check(&self, from: NodeId, to: NodeId) -> (bool, Option<Duration>) {
         let table = self.table();
-        (
-            table.cut.contains(&(from, to)),
-            table.delay.get(&(from, to)).copied(),
-        )
+        (table.cut.contains(&(from, to)), table.delay.get(&(from, to)).copied())
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, FaultTable> {
@@ -97,11 +92,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             me: self.me,
             target,
-            base: node
-                .peer_urls
-                .first()
-                .map(|u| u.trim_end_matches('/').to_owned())
-                .unwrap_or_default(),
+            base: node.peer_urls.first().map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_default(),
             http: self.http.clone(),
             faults: self.faults.clone(),
         }
@@ -124,40 +115,20 @@ pub enum PeerCallError {
     #[error("link to member {to:x} is cut by a test")]
     Cut { to: NodeId },
     #[error("member {to:x} at {url} is unreachable: {source}")]
-    Unreachable {
-        to: NodeId,
-        url: String,
-        source: reqwest::Error,
-    },
+    Unreachable { to: NodeId, url: String, source: reqwest::Error },
     #[error("call to member {to:x} at {url} failed: {source}")]
-    Transport {
-        to: NodeId,
-        url: String,
-        source: reqwest::Error,
-    },
+    Transport { to: NodeId, url: String, source: reqwest::Error },
     #[error("member {to:x} at {url} answered HTTP {status}: {body}")]
-    Status {
-        to: NodeId,
-        url: String,
-        status: u16,
-        body: String,
-    },
+    Status { to: NodeId, url: String, status: u16, body: String },
     #[error("cannot decode the answer of member {to:x} at {url}: {reason}")]
-    Decode {
-        to: NodeId,
-        url: String,
-        reason: String,
-    },
+    Decode { to: NodeId, url: String, reason: String },
     #[error("cannot encode a request to member {to:x}: {reason}")]
     Encode { to: NodeId, reason: String },
 }
 
 impl PeerCallError {
     fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            PeerCallError::Cut { .. } | PeerCallError::Unreachable { .. }
-        )
+        matches!(self, PeerCallError::Cut { .. } | PeerCallError::Unreachable { .. })
     }
 }
 
@@ -205,9 +176,7 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     encoding: Encoding,
 ) -> Result<Resp, PeerCallError> {
     let url = format!("{base}{route}");
-    let body = encoding
-        .encode(req)
-        .map_err(|reason| PeerCallError::Encode { to, reason })?;
+    let body = encoding.encode(req).map_err(|reason| PeerCallError::Encode { to, reason })?;
     let resp = http
         .post(&url)
         .header(http::header::CONTENT_TYPE, encoding.content_type())
@@ -217,28 +186,13 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         .await
         .map_err(|source| {
             if source.is_connect() {
-                PeerCallError::Unreachable {
-                    to,
-                    url: url.clone(),
-                    source,
-                }
+                PeerCallError::Unreachable { to, url: url.clone(), source }
             } else {
-                PeerCallError::Transport {
-                    to,
-                    url: url.clone(),
-                    source,
-                }
+                PeerCallError::Transport { to, url: url.clone(), source }
             }
         })?;
     let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|source| PeerCallError::Transport {
-            to,
-            url: url.clone(),
-            source,
-        })?;
+    let bytes = resp.bytes().await.map_err(|source| PeerCallError::Transport { to, url: url.clone(), source })?;
     if !status.is_success() {
         return Err(PeerCallError::Status {
             to,
@@ -247,9 +201,7 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
             body: String::from_utf8_lossy(&bytes).into_owned(),
         });
     }
-    encoding
-        .decode(&bytes)
-        .map_err(|reason| PeerCallError::Decode { to, url, reason })
+    encoding.decode(&bytes).map_err(|reason| PeerCallError::Decode { to, url, reason })
 }
 
 impl PeerClient {
@@ -304,10 +256,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
         self.rpc("/raft/snapshot", &rpc, &option).await
     }
 

@@ -28,18 +28,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::durable::{self, FileKind, OpenError, FILE_HEADER_LEN};
-use super::types::{
-    Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
-};
+use super::types::{Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::v2store::{self, Store, UnixNanos};
 
 const SNAPSHOT_FILE: &str = "snapshot";
-const SNAPSHOT_KIND: FileKind = FileKind {
-    magic: *b"FERRSNAP",
-    version: 1,
-    name: "snapshot",
-};
+const SNAPSHOT_KIND: FileKind = FileKind { magic: *b"FERRSNAP", version: 1, name: "snapshot" };
 
 /// What a member publishes about itself once it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,10 +63,7 @@ enum SnapshotDataError {
     #[error("cannot decode the snapshot")]
     Decode(#[source] postcard::Error),
     #[error("the snapshot's data is at {body:?} but its metadata says {meta:?}")]
-    Mismatch {
-        meta: Option<LogId>,
-        body: Option<LogId>,
-    },
+    Mismatch { meta: Option<LogId>, body: Option<LogId> },
     #[error(transparent)]
     Restore(v2store::SnapshotError),
 }
@@ -137,10 +127,7 @@ impl State {
     fn from_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<State, SnapshotDataError> {
         let body: SnapshotBody = postcard::from_bytes(data).map_err(SnapshotDataError::Decode)?;
         if body.last_applied != meta.last_log_id || body.last_membership != meta.last_membership {
-            return Err(SnapshotDataError::Mismatch {
-                meta: meta.last_log_id,
-                body: body.last_applied,
-            });
+            return Err(SnapshotDataError::Mismatch { meta: meta.last_log_id, body: body.last_applied });
         }
         Ok(State {
             store: Store::restore(&body.store).map_err(SnapshotDataError::Restore)?,
@@ -154,22 +141,14 @@ impl State {
         self.last_applied = Some(entry.log_id);
         match entry.payload {
             EntryPayload::Blank => Response::Done,
-            EntryPayload::Normal(Request::Keys(command)) => {
-                Response::Keys(self.store.apply(&command, now))
-            }
-            EntryPayload::Normal(Request::PublishMember {
-                id,
-                name,
-                client_urls,
-            }) => {
-                self.members
-                    .insert(id, MemberAttributes { name, client_urls });
+            EntryPayload::Normal(Request::Keys(command)) => Response::Keys(self.store.apply(&command, now)),
+            EntryPayload::Normal(Request::PublishMember { id, name, client_urls }) => {
+                self.members.insert(id, MemberAttributes { name, client_urls });
                 Response::Done
             }
             EntryPayload::Membership(membership) => {
                 // A removed member's attributes go with it, as in etcd.
-                self.members
-                    .retain(|id, _| membership.get_node(id).is_some());
+                self.members.retain(|id, _| membership.get_node(id).is_some());
                 self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                 Response::Done
             }
@@ -185,11 +164,7 @@ impl State {
             members: &'a BTreeMap<NodeId, MemberAttributes>,
             store: &'a [u8],
         }
-        let store = self
-            .store
-            .snapshot()
-            .into_bytes()
-            .map_err(BuildError::Store)?;
+        let store = self.store.snapshot().into_bytes().map_err(BuildError::Store)?;
         let data = postcard::to_stdvec(&BodyRef {
             last_applied: &self.last_applied,
             last_membership: &self.last_membership,
@@ -221,10 +196,7 @@ struct StoredSnapshot {
 
 impl StoredSnapshot {
     fn to_snapshot(&self) -> Snapshot<TypeConfig> {
-        Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(self.data.clone())),
-        }
+        Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(self.data.clone())) }
     }
 }
 
@@ -238,10 +210,7 @@ pub struct SharedState {
 impl SharedState {
     fn new(state: State) -> SharedState {
         let applied = state.last_applied.map(|id| id.index);
-        SharedState {
-            state: Arc::new(Mutex::new(state)),
-            applied: Arc::new(watch::Sender::new(applied)),
-        }
+        SharedState { state: Arc::new(Mutex::new(state)), applied: Arc::new(watch::Sender::new(applied)) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -285,9 +254,7 @@ impl SharedState {
     pub async fn wait_applied(&self, index: u64) {
         let mut rx = self.applied.subscribe();
         // The sender lives as long as `self`, so this cannot see it closed.
-        let _ = rx
-            .wait_for(|applied| applied.is_some_and(|a| a >= index))
-            .await;
+        let _ = rx.wait_for(|applied| applied.is_some_and(|a| a >= index)).await;
     }
 }
 
@@ -303,46 +270,27 @@ impl StateMachine {
     /// Opens the state machine in `dir`, restoring the snapshot there if
     /// there is one.
     pub fn open(dir: &Path) -> Result<StateMachine, OpenError> {
-        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir { path: dir.to_owned(), source })?;
         durable::remove_leftover(&dir.join(format!("{SNAPSHOT_FILE}.tmp")));
         let path = dir.join(SNAPSHOT_FILE);
         let (state, current) = match durable::read_single(&path, &SNAPSHOT_KIND)? {
             None => (State::empty(), None),
             Some(payload) => {
                 let offset = FILE_HEADER_LEN as u64;
-                let file: SnapshotFile =
-                    postcard::from_bytes(&payload).map_err(|source| OpenError::Decode {
-                        path: path.clone(),
-                        offset,
-                        source,
-                    })?;
+                let file: SnapshotFile = postcard::from_bytes(&payload).map_err(|source| OpenError::Decode {
+                    path: path.clone(),
+                    offset,
+                    source,
+                })?;
                 let state = State::from_snapshot(&file.meta, &file.data).map_err(|e| match e {
-                    SnapshotDataError::Decode(source) => OpenError::Decode {
-                        path: path.clone(),
-                        offset,
-                        source,
-                    },
-                    SnapshotDataError::Restore(source) => OpenError::Restore {
-                        path: path.clone(),
-                        source,
-                    },
-                    mismatch @ SnapshotDataError::Mismatch { .. } => OpenError::Corrupt {
-                        path: path.clone(),
-                        offset,
-                        reason: mismatch.to_string(),
-                    },
+                    SnapshotDataError::Decode(source) => OpenError::Decode { path: path.clone(), offset, source },
+                    SnapshotDataError::Restore(source) => OpenError::Restore { path: path.clone(), source },
+                    mismatch @ SnapshotDataError::Mismatch { .. } => {
+                        OpenError::Corrupt { path: path.clone(), offset, reason: mismatch.to_string() }
+                    }
                 })?;
                 tracing::info!(path = %path.display(), meta = %file.meta, "restored the state machine from its snapshot");
-                (
-                    state,
-                    Some(StoredSnapshot {
-                        meta: file.meta,
-                        data: file.data,
-                    }),
-                )
+                (state, Some(StoredSnapshot { meta: file.meta, data: file.data }))
             }
         };
         Ok(StateMachine {
@@ -368,11 +316,7 @@ async fn save_snapshot(
     only_if_newer: bool,
 ) -> Result<(), StorageError> {
     let mut current = current.lock().await;
-    if only_if_newer
-        && current
-            .as_ref()
-            .is_some_and(|c| c.meta.last_log_id > snapshot.meta.last_log_id)
-    {
+    if only_if_newer && current.as_ref().is_some_and(|c| c.meta.last_log_id > snapshot.meta.last_log_id) {
         tracing::debug!(meta = %snapshot.meta, "a newer snapshot is already current; not saving");
         return Ok(());
     }
@@ -385,18 +329,13 @@ async fn save_snapshot(
         meta: &'a SnapshotMeta,
         data: &'a [u8],
     }
-    let file = postcard::to_stdvec(&SnapshotFileRef {
-        meta: &snapshot.meta,
-        data: &snapshot.data,
-    })
-    .map_err(|e| failed(&snapshot.meta, &e))?;
+    let file = postcard::to_stdvec(&SnapshotFileRef { meta: &snapshot.meta, data: &snapshot.data })
+        .map_err(|e| failed(&snapshot.meta, &e))?;
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        durable::write_atomic(&dir, SNAPSHOT_FILE, &SNAPSHOT_KIND, &file)
-    })
-    .await
-    .map_err(|e| failed(&snapshot.meta, &e))?
-    .map_err(|e| failed(&snapshot.meta, &e))?;
+    tokio::task::spawn_blocking(move || durable::write_atomic(&dir, SNAPSHOT_FILE, &SNAPSHOT_KIND, &file))
+        .await
+        .map_err(|e| failed(&snapshot.meta, &e))?
+        .map_err(|e| failed(&snapshot.meta, &e))?;
     tracing::info!(meta = %snapshot.meta, bytes = snapshot.data.len(), "saved snapshot");
     *current = Some(snapshot);
     Ok(())
@@ -419,11 +358,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let snapshot = self
-            .shared
-            .lock()
-            .snapshot()
-            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+        let snapshot =
+            self.shared.lock().snapshot().map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
         let built = snapshot.to_snapshot();
         save_snapshot(&self.dir, &self.current, snapshot, true).await?;
         Ok(built)
@@ -446,10 +382,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let now = now_nanos();
         let (replies, last_applied) = {
             let mut state = self.shared.lock();
-            let replies: Vec<Response> = entries
-                .into_iter()
-                .map(|entry| state.apply(entry, now))
-                .collect();
+            let replies: Vec<Response> = entries.into_iter().map(|entry| state.apply(entry, now)).collect();
             (replies, state.last_applied)
         };
         self.shared.publish_applied(last_applied);
@@ -457,11 +390,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            dir: self.dir.clone(),
-            shared: self.shared.clone(),
-            current: Arc::clone(&self.current),
-        }
+        SnapshotBuilder { dir: self.dir.clone(), shared: self.shared.clone(), current: Arc::clone(&self.current) }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -474,13 +403,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let state = State::from_snapshot(meta, &data).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
-        })?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let state = State::from_snapshot(meta, &data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         save_snapshot(&self.dir, &self.current, stored, false).await?;
         let last_applied = state.last_applied;
         *self.shared.lock() = state;
@@ -490,12 +415,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self
-            .current
-            .lock()
-            .await
-            .as_ref()
-            .map(StoredSnapshot::to_snapshot))
+        Ok(self.current.lock().await.as_ref().map(StoredSnapshot::to_snapshot))
     }
 }
 
@@ -512,20 +432,13 @@ mod tests {
     use crate::v2store::{Command, Ttl};
 
     fn normal(index: u64, request: Request) -> Entry {
-        Entry {
-            log_id: log_id(1, 1, index),
-            payload: EntryPayload::Normal(request),
-        }
+        Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Normal(request) }
     }
 
     fn publish(index: u64, id: NodeId, name: &str) -> Entry {
         normal(
             index,
-            Request::PublishMember {
-                id,
-                name: name.to_owned(),
-                client_urls: vec![format!("http://{name}:2379")],
-            },
+            Request::PublishMember { id, name: name.to_owned(), client_urls: vec![format!("http://{name}:2379")] },
         )
     }
 
@@ -573,32 +486,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(replies, vec![Response::Done; 4]);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
 
         assert_eq!(shared.last_applied(), Some(log_id(1, 1, 3)));
         assert_eq!(*shared.subscribe_applied().borrow(), Some(3));
         assert_eq!(shared.members()[&2].name, "infra1");
-        assert_eq!(
-            shared.membership().membership(),
-            &Membership::new(vec![BTreeSet::from([1, 2])], None)
-        );
+        assert_eq!(shared.membership().membership(), &Membership::new(vec![BTreeSet::from([1, 2])], None));
 
         // Member 2 is removed: its attributes go too.
-        sm.apply(vec![membership_ent::<TypeConfig>(
-            1,
-            1,
-            4,
-            vec![BTreeSet::from([1])],
-        )])
-        .await
-        .unwrap();
-        assert_eq!(
-            shared.members().keys().copied().collect::<Vec<_>>(),
-            vec![1]
-        );
+        sm.apply(vec![membership_ent::<TypeConfig>(1, 1, 4, vec![BTreeSet::from([1])])]).await.unwrap();
+        assert_eq!(shared.members().keys().copied().collect::<Vec<_>>(), vec![1]);
         assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1, 4)));
     }
 
@@ -624,11 +521,7 @@ mod tests {
             Response::Keys(Ok(applied)) => assert_eq!(applied.event.action, v2::Action::Set),
             other => panic!("set answered {other:?}"),
         }
-        assert!(
-            matches!(&replies[1], Response::Keys(Err(_))),
-            "{:?}",
-            replies[1]
-        );
+        assert!(matches!(&replies[1], Response::Keys(Err(_))), "{:?}", replies[1]);
         assert_eq!(get(&sm.shared(), "/message").as_deref(), Some("hello"));
     }
 
@@ -638,19 +531,8 @@ mod tests {
         let built = {
             let mut sm = StateMachine::open(dir.path()).unwrap();
             assert!(sm.get_current_snapshot().await.unwrap().is_none());
-            sm.apply(vec![
-                members_1_2(),
-                publish(2, 1, "infra0"),
-                set(3, "/message", "hello"),
-            ])
-            .await
-            .unwrap();
-            let built = sm
-                .get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .unwrap();
+            sm.apply(vec![members_1_2(), publish(2, 1, "infra0"), set(3, "/message", "hello")]).await.unwrap();
+            let built = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
             assert_eq!(built.meta.last_log_id, Some(log_id(1, 1, 3)));
             let current = sm.get_current_snapshot().await.unwrap().unwrap();
             assert_eq!(current.meta, built.meta);
@@ -667,14 +549,8 @@ mod tests {
         assert_eq!(*shared.subscribe_applied().borrow(), Some(3));
         assert_eq!(shared.members()[&1].client_urls, vec!["http://infra0:2379"]);
         assert_eq!(get(&shared, "/message").as_deref(), Some("hello"));
-        assert_eq!(
-            sm.applied_state().await.unwrap(),
-            (Some(log_id(1, 1, 3)), built.meta.last_membership.clone())
-        );
-        assert_eq!(
-            sm.get_current_snapshot().await.unwrap().unwrap().meta,
-            built.meta
-        );
+        assert_eq!(sm.applied_state().await.unwrap(), (Some(log_id(1, 1, 3)), built.meta.last_membership.clone()));
+        assert_eq!(sm.get_current_snapshot().await.unwrap().unwrap().meta, built.meta);
     }
 
     #[tokio::test]
@@ -682,20 +558,8 @@ mod tests {
         let leader_dir = tempfile::tempdir().unwrap();
         let follower_dir = tempfile::tempdir().unwrap();
         let mut leader = StateMachine::open(leader_dir.path()).unwrap();
-        leader
-            .apply(vec![
-                members_1_2(),
-                publish(2, 2, "infra1"),
-                set(3, "/a", "1"),
-            ])
-            .await
-            .unwrap();
-        let snapshot = leader
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        leader.apply(vec![members_1_2(), publish(2, 2, "infra1"), set(3, "/a", "1")]).await.unwrap();
+        let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
 
         {
             let mut follower = StateMachine::open(follower_dir.path()).unwrap();
@@ -708,10 +572,7 @@ mod tests {
             assert_eq!(get(&shared, "/stale"), None);
             assert_eq!(shared.members()[&2].name, "infra1");
             assert_eq!(*shared.subscribe_applied().borrow(), Some(3));
-            assert_eq!(
-                follower.get_current_snapshot().await.unwrap().unwrap().meta,
-                snapshot.meta
-            );
+            assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
         }
         let follower = StateMachine::open(follower_dir.path()).unwrap();
         assert_eq!(get(&follower.shared(), "/a").as_deref(), Some("1"));
@@ -723,18 +584,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = StateMachine::open(dir.path()).unwrap();
         sm.apply(vec![members_1_2()]).await.unwrap();
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         let mut meta = snapshot.meta.clone();
         meta.last_log_id = Some(log_id(9, 1, 90));
-        let err = sm
-            .install_snapshot(&meta, snapshot.snapshot)
-            .await
-            .unwrap_err();
+        let err = sm.install_snapshot(&meta, snapshot.snapshot).await.unwrap_err();
         assert!(err.to_string().contains("metadata"), "{err}");
         assert_eq!(sm.shared().last_applied(), Some(log_id(1, 1, 1)));
     }
@@ -745,40 +598,19 @@ mod tests {
         let path = dir.path().join(SNAPSHOT_FILE);
         {
             let mut sm = StateMachine::open(dir.path()).unwrap();
-            sm.apply(vec![members_1_2(), publish(2, 1, "infra0")])
-                .await
-                .unwrap();
-            sm.get_snapshot_builder()
-                .await
-                .build_snapshot()
-                .await
-                .unwrap();
+            sm.apply(vec![members_1_2(), publish(2, 1, "infra0")]).await.unwrap();
+            sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         }
         let mut bytes = std::fs::read(&path).unwrap();
         let n = bytes.len();
         bytes[n - 3] ^= 0x10;
         std::fs::write(&path, &bytes).unwrap();
         let err = StateMachine::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(&err, OpenError::Corrupt { path: p, .. } if p == &path),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(matches!(&err, OpenError::Corrupt { path: p, .. } if p == &path), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
 
         std::fs::write(&path, b"not a snapshot").unwrap();
         let err = StateMachine::open(dir.path()).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                OpenError::Foreign {
-                    kind: "snapshot",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(&err, OpenError::Foreign { kind: "snapshot", .. }), "{err}");
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::storage::RaftLogStorage;
 use openraft::testing::{StoreBuilder, Suite};
@@ -43,9 +43,7 @@ fn openraft_storage_suite() {
 struct NoPeers;
 
 fn unreachable<E: std::error::Error>() -> RPCError<NodeId, PeerNode, E> {
-    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
-        "no peers in this test",
-    )))
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other("no peers in this test")))
 }
 
 impl RaftNetwork<TypeConfig> for NoPeers {
@@ -61,10 +59,8 @@ impl RaftNetwork<TypeConfig> for NoPeers {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>>
+    {
         Err(unreachable())
     }
 
@@ -98,9 +94,7 @@ async fn start(dir: &Path) -> (Raft, SharedState) {
     let log = LogStore::open(dir).unwrap();
     let sm = StateMachine::open(dir).unwrap();
     let shared = sm.shared();
-    let raft = Raft::new(1, Arc::new(config.validate().unwrap()), NoPeers, log, sm)
-        .await
-        .unwrap();
+    let raft = Raft::new(1, Arc::new(config.validate().unwrap()), NoPeers, log, sm).await.unwrap();
     (raft, shared)
 }
 
@@ -127,11 +121,7 @@ async fn set(raft: &Raft, key: &str, value: &str) {
         }))
         .await
         .unwrap();
-    assert!(
-        matches!(written.data, Response::Keys(Ok(_))),
-        "{:?}",
-        written.data
-    );
+    assert!(matches!(written.data, Response::Keys(Ok(_))), "{:?}", written.data);
 }
 
 fn get(shared: &SharedState, key: &str) -> Option<String> {
@@ -145,22 +135,14 @@ async fn a_restarted_node_comes_back_with_its_state_vote_and_log() {
     let wait = Some(Duration::from_secs(10));
     let (snapshot_index, last_index, vote) = {
         let (raft, _) = start(dir.path()).await;
-        let node = PeerNode {
-            peer_urls: vec!["http://127.0.0.1:2380".to_owned()],
-        };
+        let node = PeerNode { peer_urls: vec!["http://127.0.0.1:2380".to_owned()] };
         raft.initialize(BTreeMap::from([(1, node)])).await.unwrap();
         raft.wait(wait).current_leader(1, "leader").await.unwrap();
         set(&raft, "/in-snapshot", "1").await;
         let snapshot_index = publish(&raft, "in-snapshot").await;
         raft.trigger().snapshot().await.unwrap();
-        let metrics = raft
-            .wait(wait)
-            .metrics(
-                |m| m.purged.is_some_and(|p| p.index == snapshot_index),
-                "purged",
-            )
-            .await
-            .unwrap();
+        let metrics =
+            raft.wait(wait).metrics(|m| m.purged.is_some_and(|p| p.index == snapshot_index), "purged").await.unwrap();
         assert_eq!(metrics.snapshot.map(|s| s.index), Some(snapshot_index));
         // After the snapshot: only in the log, re-applied on restart.
         set(&raft, "/after-snapshot", "2").await;
@@ -183,11 +165,7 @@ async fn a_restarted_node_comes_back_with_its_state_vote_and_log() {
     assert_eq!(get(&shared, "/in-snapshot").as_deref(), Some("1"));
     assert_eq!(get(&shared, "/after-snapshot").as_deref(), Some("2"));
     // It leads again; the log starts where the purge left it.
-    let metrics = raft
-        .wait(wait)
-        .current_leader(1, "leader again")
-        .await
-        .unwrap();
+    let metrics = raft.wait(wait).current_leader(1, "leader again").await.unwrap();
     assert_eq!(metrics.purged.map(|p| p.index), Some(snapshot_index));
     assert_eq!(metrics.snapshot.map(|s| s.index), Some(snapshot_index));
     // And it goes on serving writes.

@@ -30,11 +30,7 @@ pub enum Request {
     /// A write to the v2 key space.
     Keys(v2store::Command),
     /// A member announces its name and client URLs.
-    PublishMember {
-        id: NodeId,
-        name: String,
-        client_urls: Vec<String>,
-    },
+    PublishMember { id: NodeId, name: String, client_urls: Vec<String> },
 }
 
 /// The result of applying a log entry.

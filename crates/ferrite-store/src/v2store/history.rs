@@ -45,26 +45,17 @@ impl History {
 
     /// The index of the oldest event kept (0 while empty).
     pub(super) fn start_index(&self) -> u64 {
-        self.events
-            .front()
-            .map_or(0, |r| r.event.node.modified_index)
+        self.events.front().map_or(0, |r| r.event.node.modified_index)
     }
 
     fn last_index(&self) -> u64 {
-        self.events
-            .back()
-            .map_or(0, |r| r.event.node.modified_index)
+        self.events.back().map_or(0, |r| r.event.node.modified_index)
     }
 
     /// etcd's `scan`: the first event at or after `index` that a watch on
     /// `key` sees, `None` if none is kept yet, [`Cleared`] if `index` is
     /// older than the history.
-    pub(super) fn scan(
-        &self,
-        key: &str,
-        recursive: bool,
-        index: u64,
-    ) -> Result<Option<&Event>, Cleared> {
+    pub(super) fn scan(&self, key: &str, recursive: bool, index: u64) -> Result<Option<&Event>, Cleared> {
         let start_index = self.start_index();
         if index < start_index {
             return Err(Cleared { start_index });
@@ -72,28 +63,15 @@ impl History {
         if index > self.last_index() {
             return Ok(None);
         }
-        let first = self
-            .events
-            .partition_point(|r| r.event.node.modified_index < index);
-        let subtree = if key.ends_with('/') {
-            key.to_owned()
-        } else {
-            format!("{key}/")
-        };
-        let found = self
-            .events
-            .range(first..)
-            .filter(|r| !r.refresh)
-            .map(|r| &r.event)
-            .find(|e| {
-                let removed_dir = matches!(e.action, Action::Delete | Action::Expire)
-                    && e.prev_node
-                        .as_ref()
-                        .is_some_and(|prev| prev.dir && key.starts_with(&prev.key));
-                // As in etcd: no hidden-key filter here, and a removed directory
-                // matches any watched key it is a string prefix of.
-                e.node.key == key || (recursive && e.node.key.starts_with(&subtree)) || removed_dir
-            });
+        let first = self.events.partition_point(|r| r.event.node.modified_index < index);
+        let subtree = if key.ends_with('/') { key.to_owned() } else { format!("{key}/") };
+        let found = self.events.range(first..).filter(|r| !r.refresh).map(|r| &r.event).find(|e| {
+            let removed_dir = matches!(e.action, Action::Delete | Action::Expire)
+                && e.prev_node.as_ref().is_some_and(|prev| prev.dir && key.starts_with(&prev.key));
+            // As in etcd: no hidden-key filter here, and a removed directory
+            // matches any watched key it is a string prefix of.
+            e.node.key == key || (recursive && e.node.key.starts_with(&subtree)) || removed_dir
+        });
         Ok(found)
     }
 }
@@ -108,12 +86,7 @@ mod tests {
         Recorded {
             event: Event {
                 action,
-                node: Node {
-                    key: key.into(),
-                    modified_index: index,
-                    created_index: index,
-                    ..Node::default()
-                },
+                node: Node { key: key.into(), modified_index: index, created_index: index, ..Node::default() },
                 prev_node: None,
             },
             refresh: false,
@@ -128,19 +101,8 @@ mod tests {
             history.push(event(Action::Set, "/a", i));
         }
         assert_eq!(history.start_index(), 6);
-        assert_eq!(
-            history.scan("/a", false, 5),
-            Err(Cleared { start_index: 6 })
-        );
-        assert_eq!(
-            history
-                .scan("/a", false, 6)
-                .unwrap()
-                .unwrap()
-                .node
-                .modified_index,
-            6
-        );
+        assert_eq!(history.scan("/a", false, 5), Err(Cleared { start_index: 6 }));
+        assert_eq!(history.scan("/a", false, 6).unwrap().unwrap().node.modified_index, 6);
         assert_eq!(history.scan("/a", false, 1006), Ok(None));
     }
 
@@ -153,12 +115,7 @@ mod tests {
         let mut refresh = event(Action::Set, "/b/c", 4);
         refresh.refresh = true;
         history.push(refresh);
-        let found = |key, recursive, index| {
-            history
-                .scan(key, recursive, index)
-                .unwrap()
-                .map(|e| e.node.modified_index)
-        };
+        let found = |key, recursive, index| history.scan(key, recursive, index).unwrap().map(|e| e.node.modified_index);
         assert_eq!(found("/a", false, 2), Some(3));
         assert_eq!(found("/b", false, 1), None);
         assert_eq!(found("/b", true, 1), Some(2));
@@ -170,11 +127,7 @@ mod tests {
     fn a_removed_directory_matches_keys_it_prefixes() {
         let mut history = History::default();
         let mut delete = event(Action::Delete, "/foo", 1);
-        delete.event.prev_node = Some(Node {
-            key: "/foo".into(),
-            dir: true,
-            ..Node::default()
-        });
+        delete.event.prev_node = Some(Node { key: "/foo".into(), dir: true, ..Node::default() });
         history.push(delete);
         for key in ["/foo/x/y", "/foobar", "/foo"] {
             assert!(history.scan(key, false, 1).unwrap().is_some(), "{key}");

@@ -59,47 +59,18 @@ pub struct Ttl {
 pub enum Command {
     /// `PUT` (etcd's `Set`): create or replace a key, or create a directory
     /// in place of a key. A directory in the way is `NotFile`.
-    Set {
-        key: String,
-        dir: bool,
-        value: String,
-        ttl: Ttl,
-    },
+    Set { key: String, dir: bool, value: String, ttl: Ttl },
     /// `PUT prevExist=false`, or `POST` with `unique` (the new key is the
     /// new index, zero-padded to 20 digits, under `key`).
-    Create {
-        key: String,
-        dir: bool,
-        value: String,
-        unique: bool,
-        ttl: Ttl,
-    },
+    Create { key: String, dir: bool, value: String, unique: bool, ttl: Ttl },
     /// `PUT prevExist=true`: a key's value and TTL, or a directory's TTL.
-    Update {
-        key: String,
-        value: String,
-        ttl: Ttl,
-    },
+    Update { key: String, value: String, ttl: Ttl },
     /// `PUT` with `prevValue` and/or `prevIndex` (empty and 0 match anything).
-    CompareAndSwap {
-        key: String,
-        prev_value: String,
-        prev_index: u64,
-        value: String,
-        ttl: Ttl,
-    },
+    CompareAndSwap { key: String, prev_value: String, prev_index: u64, value: String, ttl: Ttl },
     /// `DELETE`; `recursive` implies `dir`.
-    Delete {
-        key: String,
-        dir: bool,
-        recursive: bool,
-    },
+    Delete { key: String, dir: bool, recursive: bool },
     /// `DELETE` with `prevValue` and/or `prevIndex`.
-    CompareAndDelete {
-        key: String,
-        prev_value: String,
-        prev_index: u64,
-    },
+    CompareAndDelete { key: String, prev_value: String, prev_index: u64 },
     /// Remove every node whose expiration is at or before `cutoff`
     /// (the leader's clock), emitting `expire` events.
     ///
@@ -179,13 +150,7 @@ impl Store {
     /// Reads a key or lists a directory (hidden children omitted, the
     /// subtree too when `recursive`). Counts in the stats, as etcd does.
     /// `sorted` changes nothing: listings are always sorted.
-    pub fn get(
-        &mut self,
-        key: &str,
-        recursive: bool,
-        sorted: bool,
-        now: UnixNanos,
-    ) -> Result<Applied, Error> {
+    pub fn get(&mut self, key: &str, recursive: bool, sorted: bool, now: UnixNanos) -> Result<Applied, Error> {
         let _ = sorted;
         let key = path::clean(key);
         let result = tree::lookup(&self.root, &key, self.index).map(|node| Applied {
@@ -204,62 +169,28 @@ impl Store {
     /// and in the events watchers receive.
     pub fn apply(&mut self, command: &Command, now: UnixNanos) -> Result<Applied, Error> {
         let event = match command {
-            Command::Set {
-                key,
-                dir,
-                value,
-                ttl,
-            } => self.set(key, *dir, value, *ttl, now),
-            Command::Create {
-                key,
-                dir,
-                value,
-                unique,
-                ttl,
-            } => self.create(key, *dir, value, *unique, *ttl, now),
+            Command::Set { key, dir, value, ttl } => self.set(key, *dir, value, *ttl, now),
+            Command::Create { key, dir, value, unique, ttl } => self.create(key, *dir, value, *unique, *ttl, now),
             Command::Update { key, value, ttl } => self.update(key, value, *ttl, now),
-            Command::CompareAndSwap {
-                key,
-                prev_value,
-                prev_index,
-                value,
-                ttl,
-            } => self.compare_and_swap(key, prev_value, *prev_index, value, *ttl, now),
-            Command::Delete {
-                key,
-                dir,
-                recursive,
-            } => self.delete(key, *dir, *recursive, now),
-            Command::CompareAndDelete {
-                key,
-                prev_value,
-                prev_index,
-            } => self.compare_and_delete(key, prev_value, *prev_index, now),
+            Command::CompareAndSwap { key, prev_value, prev_index, value, ttl } => {
+                self.compare_and_swap(key, prev_value, *prev_index, value, *ttl, now)
+            }
+            Command::Delete { key, dir, recursive } => self.delete(key, *dir, *recursive, now),
+            Command::CompareAndDelete { key, prev_value, prev_index } => {
+                self.compare_and_delete(key, prev_value, *prev_index, now)
+            }
             Command::DeleteExpired { cutoff } => self.delete_expired(*cutoff, now),
         }?;
-        Ok(Applied {
-            event,
-            etcd_index: self.index,
-        })
+        Ok(Applied { event, etcd_index: self.index })
     }
 
     /// Watches `key` (its subtree when `recursive`) from `since_index`, or
     /// from the next write when it is 0. An event already in the history is
     /// delivered at once; an index older than the history is
     /// `EventIndexCleared`.
-    pub fn watch(
-        &mut self,
-        key: &str,
-        recursive: bool,
-        stream: bool,
-        since_index: u64,
-    ) -> Result<Watcher, Error> {
+    pub fn watch(&mut self, key: &str, recursive: bool, stream: bool, since_index: u64) -> Result<Watcher, Error> {
         let key = path::clean(key);
-        let since = if since_index == 0 {
-            self.index + 1
-        } else {
-            since_index
-        };
+        let since = if since_index == 0 { self.index + 1 } else { since_index };
         match self.history.scan(&key, recursive, since) {
             Err(Cleared { start_index }) => Err(Error::new(
                 ErrorCode::EventIndexCleared,
@@ -270,15 +201,11 @@ impl Store {
                 let (sender, events) = mpsc::channel(WATCH_BUFFER);
                 // A fresh channel always has room for its one event.
                 let _ = sender.try_send(event.clone());
-                Ok(Watcher {
-                    start_index: self.index,
-                    events,
-                })
+                Ok(Watcher { start_index: self.index, events })
             }
-            Ok(None) => Ok(Watcher {
-                start_index: self.index,
-                events: self.hub.register(key, recursive, stream, since),
-            }),
+            Ok(None) => {
+                Ok(Watcher { start_index: self.index, events: self.hub.register(key, recursive, stream, since) })
+            }
         }
     }
 
@@ -289,8 +216,7 @@ impl Store {
 
     /// `/v2/stats/store` as etcd prints it.
     pub fn stats_json(&self) -> serde_json::Value {
-        self.stats
-            .to_json(u64::try_from(self.hub.count()).unwrap_or(u64::MAX))
+        self.stats.to_json(u64::try_from(self.hub.count()).unwrap_or(u64::MAX))
     }
 
     /// The whole store (tree, TTLs, index, history, stats) as bytes, for a
@@ -304,14 +230,7 @@ impl Store {
         snapshot::decode(bytes)
     }
 
-    fn set(
-        &mut self,
-        key: &str,
-        dir: bool,
-        value: &str,
-        ttl: Ttl,
-        now: UnixNanos,
-    ) -> Result<Event, Error> {
+    fn set(&mut self, key: &str, dir: bool, value: &str, ttl: Ttl, now: UnixNanos) -> Result<Event, Error> {
         let key = path::clean(key);
         let result = self.set_node(&key, dir, value, ttl, now);
         self.stats.count(Op::Set, result.is_ok());
@@ -320,21 +239,12 @@ impl Store {
         Ok(event)
     }
 
-    fn set_node(
-        &mut self,
-        key: &str,
-        dir: bool,
-        value: &str,
-        ttl: Ttl,
-        now: UnixNanos,
-    ) -> Result<Event, Error> {
+    fn set_node(&mut self, key: &str, dir: bool, value: &str, ttl: Ttl, now: UnixNanos) -> Result<Event, Error> {
         let value = match tree::lookup(&self.root, key, self.index) {
             // A refresh keeps the value it finds.
             Ok(node) if ttl.refresh => node.value().to_owned(),
             Ok(_) => value.to_owned(),
-            Err(e) if ttl.refresh || e.error_code != ErrorCode::KeyNotFound.code() => {
-                return Err(e)
-            }
+            Err(e) if ttl.refresh || e.error_code != ErrorCode::KeyNotFound.code() => return Err(e),
             Err(_) => value.to_owned(),
         };
         self.create_node(key, dir, value, true, ttl.expire_at, Action::Set, now)
@@ -353,15 +263,7 @@ impl Store {
         if unique {
             key = path::child(&key, &format!("{:020}", self.index + 1));
         }
-        let result = self.create_node(
-            &key,
-            dir,
-            value.to_owned(),
-            false,
-            ttl.expire_at,
-            Action::Create,
-            now,
-        );
+        let result = self.create_node(&key, dir, value.to_owned(), false, ttl.expire_at, Action::Create, now);
         self.stats.count(Op::Create, result.is_ok());
         let event = result?;
         // etcd's Create ignores `refresh`.
@@ -410,22 +312,14 @@ impl Store {
                 self.expirations.remove(at, key);
             }
         }
-        let node = if dir {
-            Node::dir(next, expire_at)
-        } else {
-            Node::file(value, next, expire_at)
-        };
+        let node = if dir { Node::dir(next, expire_at) } else { Node::file(value, next, expire_at) };
         let shown = node.repr(key, now);
         children.insert(name.to_owned(), node);
         if let Some(at) = expire_at {
             self.expirations.insert(at, key);
         }
         self.index = next;
-        Ok(Event {
-            action,
-            node: shown,
-            prev_node,
-        })
+        Ok(Event { action, node: shown, prev_node })
     }
 
     fn update(&mut self, key: &str, value: &str, ttl: Ttl, now: UnixNanos) -> Result<Event, Error> {
@@ -463,11 +357,7 @@ impl Store {
         self.expirations.change(&key, old_expire_at, ttl.expire_at);
         self.index = next;
         self.stats.count(Op::Update, true);
-        let event = Event {
-            action: Action::Update,
-            node: shown,
-            prev_node: Some(prev_node),
-        };
+        let event = Event { action: Action::Update, node: shown, prev_node: Some(prev_node) };
         self.publish(&event, ttl.refresh);
         Ok(event)
     }
@@ -515,22 +405,12 @@ impl Store {
         self.expirations.change(&key, old_expire_at, ttl.expire_at);
         self.index = next;
         self.stats.count(Op::CompareAndSwap, true);
-        let event = Event {
-            action: Action::CompareAndSwap,
-            node: shown,
-            prev_node: Some(prev_node),
-        };
+        let event = Event { action: Action::CompareAndSwap, node: shown, prev_node: Some(prev_node) };
         self.publish(&event, ttl.refresh);
         Ok(event)
     }
 
-    fn delete(
-        &mut self,
-        key: &str,
-        dir: bool,
-        recursive: bool,
-        now: UnixNanos,
-    ) -> Result<Event, Error> {
+    fn delete(&mut self, key: &str, dir: bool, recursive: bool, now: UnixNanos) -> Result<Event, Error> {
         let key = path::clean(key);
         let current = self.index;
         if key == "/" {
@@ -623,9 +503,7 @@ impl Store {
         let Some(removed) = tree::detach(&mut self.root, key) else {
             return;
         };
-        let Store {
-            expirations, hub, ..
-        } = self;
+        let Store { expirations, hub, .. } = self;
         tree::visit_removed(key, &removed, &mut |removed_key, node| {
             if let Some(at) = node.expire_at {
                 expirations.remove(at, removed_key);
@@ -636,10 +514,7 @@ impl Store {
 
     /// Records the event and, unless it is a TTL refresh, notifies watchers.
     fn publish(&mut self, event: &Event, refresh: bool) {
-        self.history.push(Recorded {
-            event: event.clone(),
-            refresh,
-        });
+        self.history.push(Recorded { event: event.clone(), refresh });
         if !refresh {
             self.hub.notify(event);
         }
@@ -678,9 +553,7 @@ fn compare_failure(node: &Node, prev_value: &str, prev_index: u64) -> Option<Str
         (true, true) => None,
         (false, true) => Some(format!("[{prev_value} != {value}]")),
         (true, false) => Some(format!("[{prev_index} != {index}]")),
-        (false, false) => Some(format!(
-            "[{prev_value} != {value}] [{prev_index} != {index}]"
-        )),
+        (false, false) => Some(format!("[{prev_value} != {value}] [{prev_index} != {index}]")),
     }
 }
 

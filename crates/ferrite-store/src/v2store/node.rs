@@ -29,21 +29,11 @@ pub(super) enum Body {
 
 impl Node {
     pub(super) fn file(value: String, index: u64, expire_at: Option<UnixNanos>) -> Node {
-        Node {
-            created_index: index,
-            modified_index: index,
-            expire_at,
-            body: Body::File(value),
-        }
+        Node { created_index: index, modified_index: index, expire_at, body: Body::File(value) }
     }
 
     pub(super) fn dir(index: u64, expire_at: Option<UnixNanos>) -> Node {
-        Node {
-            created_index: index,
-            modified_index: index,
-            expire_at,
-            body: Body::Dir(BTreeMap::new()),
-        }
+        Node { created_index: index, modified_index: index, expire_at, body: Body::Dir(BTreeMap::new()) }
     }
 
     pub(super) fn is_dir(&self) -> bool {
@@ -103,10 +93,7 @@ impl Node {
 
 /// etcd's `expirationAndTTL`: the expiration in UTC and the remaining
 /// seconds rounded up (so 1..n while alive, 0 or below once due).
-pub(super) fn expiration_and_ttl(
-    expire_at: Option<UnixNanos>,
-    now: UnixNanos,
-) -> (Option<String>, i64) {
+pub(super) fn expiration_and_ttl(expire_at: Option<UnixNanos>, now: UnixNanos) -> (Option<String>, i64) {
     let Some(at) = expire_at else {
         return (None, 0);
     };
@@ -127,12 +114,8 @@ pub(super) fn rfc3339_nano(at: UnixNanos) -> String {
     let days = seconds.div_euclid(86_400);
     let of_day = seconds.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    let mut out = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    );
+    let mut out =
+        format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", of_day / 3600, of_day % 3600 / 60, of_day % 60);
     if nanos != 0 {
         let fraction = format!("{nanos:09}");
         out.push('.');
@@ -148,16 +131,11 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -171,18 +149,9 @@ mod tests {
     #[test]
     fn expiration_prints_as_go_rfc3339nano() {
         assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339_nano(1_795_644_001_123_456_789),
-            "2026-11-25T22:00:01.123456789Z"
-        );
-        assert_eq!(
-            rfc3339_nano(1_795_644_001_120_000_000),
-            "2026-11-25T22:00:01.12Z"
-        );
-        assert_eq!(
-            rfc3339_nano(1_795_644_001_000_000_000),
-            "2026-11-25T22:00:01Z"
-        );
+        assert_eq!(rfc3339_nano(1_795_644_001_123_456_789), "2026-11-25T22:00:01.123456789Z");
+        assert_eq!(rfc3339_nano(1_795_644_001_120_000_000), "2026-11-25T22:00:01.12Z");
+        assert_eq!(rfc3339_nano(1_795_644_001_000_000_000), "2026-11-25T22:00:01Z");
         assert_eq!(rfc3339_nano(951_782_400 * SECOND), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_nano(-1), "1969-12-31T23:59:59.999999999Z");
     }
@@ -191,16 +160,11 @@ mod tests {
     fn civil_dates_agree_with_the_time_crate() {
         let mut at: i64 = -5_000_000_000 * SECOND;
         while at < 9_000_000_000 * SECOND {
-            let reference =
-                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at)).unwrap();
+            let reference = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at)).unwrap();
             let (y, m, d) = civil_from_days(at.div_euclid(SECOND).div_euclid(86_400));
             assert_eq!(
                 (y, m, d),
-                (
-                    i64::from(reference.year()),
-                    i64::from(u8::from(reference.month())),
-                    i64::from(reference.day())
-                ),
+                (i64::from(reference.year()), i64::from(u8::from(reference.month())), i64::from(reference.day())),
                 "at {at}"
             );
             at += 7_919 * 3_600 * SECOND + 123_456_789;
@@ -224,15 +188,11 @@ mod tests {
     #[test]
     fn listing_hides_underscore_children_and_omits_empty_lists() {
         let mut dir = Node::dir(1, None);
-        let Body::Dir(children) = &mut dir.body else {
-            unreachable!()
-        };
+        let Body::Dir(children) = &mut dir.body else { unreachable!() };
         children.insert("b".into(), Node::file("2".into(), 3, None));
         children.insert("_h".into(), Node::file("h".into(), 4, None));
         let mut sub = Node::dir(2, None);
-        let Body::Dir(grand) = &mut sub.body else {
-            unreachable!()
-        };
+        let Body::Dir(grand) = &mut sub.body else { unreachable!() };
         grand.insert("x".into(), Node::file(String::new(), 5, None));
         children.insert("a".into(), sub);
 
@@ -247,9 +207,6 @@ mod tests {
             r#"{"key":"/d","dir":true,"nodes":[{"key":"/d/a","dir":true,"nodes":[{"key":"/d/a/x","value":"","modifiedIndex":5,"createdIndex":5}],"modifiedIndex":2,"createdIndex":2},{"key":"/d/b","value":"2","modifiedIndex":3,"createdIndex":3}],"modifiedIndex":1,"createdIndex":1}"#
         );
         let empty = serde_json::to_string(&Node::dir(7, None).listing("/e", true, 0)).unwrap();
-        assert_eq!(
-            empty,
-            r#"{"key":"/e","dir":true,"modifiedIndex":7,"createdIndex":7}"#
-        );
+        assert_eq!(empty, r#"{"key":"/e","dir":true,"modifiedIndex":7,"createdIndex":7}"#);
     }
 }

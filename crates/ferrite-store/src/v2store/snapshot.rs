@@ -79,10 +79,7 @@ impl From<&v2::Node> for ShownNode {
             dir: n.dir,
             expiration: n.expiration.clone(),
             ttl: n.ttl,
-            nodes: n
-                .nodes
-                .as_ref()
-                .map(|nodes| nodes.iter().map(ShownNode::from).collect()),
+            nodes: n.nodes.as_ref().map(|nodes| nodes.iter().map(ShownNode::from).collect()),
             modified_index: n.modified_index,
             created_index: n.created_index,
         }
@@ -97,9 +94,7 @@ impl From<ShownNode> for v2::Node {
             dir: n.dir,
             expiration: n.expiration,
             ttl: n.ttl,
-            nodes: n
-                .nodes
-                .map(|nodes| nodes.into_iter().map(v2::Node::from).collect()),
+            nodes: n.nodes.map(|nodes| nodes.into_iter().map(v2::Node::from).collect()),
             modified_index: n.modified_index,
             created_index: n.created_index,
         }
@@ -138,12 +133,7 @@ pub(super) fn encode(store: &Store) -> Vec<u8> {
             refresh: r.refresh,
         })
         .collect();
-    let image = Image {
-        index: store.index,
-        stats: store.stats.clone(),
-        nodes,
-        history,
-    };
+    let image = Image { index: store.index, stats: store.stats.clone(), nodes, history };
     match postcard::to_allocvec(&image) {
         Ok(payload) => frame(FORMAT, &payload),
         Err(e) => frame(UNENCODABLE, e.to_string().as_bytes()),
@@ -162,44 +152,28 @@ fn frame(format: u8, payload: &[u8]) -> Vec<u8> {
 pub(super) fn decode(bytes: &[u8]) -> Result<Store, SnapshotError> {
     let corrupt = SnapshotError;
     if bytes.len() < HEADER_LEN {
-        return Err(corrupt(format!(
-            "{} bytes is shorter than the {HEADER_LEN}-byte header",
-            bytes.len()
-        )));
+        return Err(corrupt(format!("{} bytes is shorter than the {HEADER_LEN}-byte header", bytes.len())));
     }
     let (header, payload) = bytes.split_at(HEADER_LEN);
     if &header[..4] != MAGIC {
-        return Err(corrupt(format!(
-            "bad magic {:02x?}, expected {MAGIC:02x?}",
-            &header[..4]
-        )));
+        return Err(corrupt(format!("bad magic {:02x?}, expected {MAGIC:02x?}", &header[..4])));
     }
     let stored = u32::from_le_bytes([header[5], header[6], header[7], header[8]]);
     let computed = crc32fast::hash(payload);
     if stored != computed {
-        return Err(corrupt(format!(
-            "checksum mismatch: header says {stored:08x}, payload hashes to {computed:08x}"
-        )));
+        return Err(corrupt(format!("checksum mismatch: header says {stored:08x}, payload hashes to {computed:08x}")));
     }
     if header[4] == UNENCODABLE {
         let why = String::from_utf8_lossy(payload);
-        return Err(corrupt(format!(
-            "the store could not be encoded when it was taken: {why}"
-        )));
+        return Err(corrupt(format!("the store could not be encoded when it was taken: {why}")));
     }
     if header[4] != FORMAT {
-        return Err(corrupt(format!(
-            "unknown format {}, expected {FORMAT}",
-            header[4]
-        )));
+        return Err(corrupt(format!("unknown format {}, expected {FORMAT}", header[4])));
     }
-    let (image, rest): (Image<'_>, _) = postcard::take_from_bytes(payload)
-        .map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
+    let (image, rest): (Image<'_>, _) =
+        postcard::take_from_bytes(payload).map_err(|e| corrupt(format!("undecodable payload: {e}")))?;
     if !rest.is_empty() {
-        return Err(corrupt(format!(
-            "{} stray bytes after the payload",
-            rest.len()
-        )));
+        return Err(corrupt(format!("{} stray bytes after the payload", rest.len())));
     }
     rebuild(image).map_err(corrupt)
 }
@@ -212,22 +186,16 @@ fn rebuild(image: Image<'_>) -> Result<Store, String> {
     for record in image.nodes {
         let key = record.key;
         if key == "/" || path::clean(&key) != key {
-            return Err(format!(
-                "node key {key:?} is not a clean key below the root"
-            ));
+            return Err(format!("node key {key:?} is not a clean key below the root"));
         }
         if record.created_index > index || record.modified_index > index {
-            return Err(format!(
-                "node {key} has an index beyond the store index {index}"
-            ));
+            return Err(format!("node {key} has an index beyond the store index {index}"));
         }
         let (parent_key, name) = path::split(&key);
         let parent = tree::lookup_mut(&mut root, parent_key, index)
             .map_err(|_| format!("node {key} comes before its parent directory"))?;
         let Body::Dir(children) = &mut parent.body else {
-            return Err(format!(
-                "node {key} is under the key {parent_key}, not a directory"
-            ));
+            return Err(format!("node {key} is under the key {parent_key}, not a directory"));
         };
         if children.contains_key(name) {
             return Err(format!("node {key} appears twice"));
@@ -251,11 +219,7 @@ fn rebuild(image: Image<'_>) -> Result<Store, String> {
     }
 
     if image.history.len() > history::CAPACITY {
-        return Err(format!(
-            "{} history events, more than the {} kept",
-            image.history.len(),
-            history::CAPACITY
-        ));
+        return Err(format!("{} history events, more than the {} kept", image.history.len(), history::CAPACITY));
     }
     let mut events = VecDeque::with_capacity(image.history.len());
     let mut previous = 0;
@@ -306,12 +270,7 @@ mod tests {
     }
 
     fn image(nodes: Vec<NodeRecord<'static>>) -> Image<'static> {
-        Image {
-            index: 5,
-            stats: Stats::default(),
-            nodes,
-            history: Vec::new(),
-        }
+        Image { index: 5, stats: Stats::default(), nodes, history: Vec::new() }
     }
 
     fn reason(image: &Image<'_>) -> String {
@@ -323,11 +282,7 @@ mod tests {
 
     #[test]
     fn a_well_formed_image_decodes() {
-        let store = decode(&framed(&image(vec![
-            record("/d", None),
-            record("/d/k", Some("v")),
-        ])))
-        .unwrap();
+        let store = decode(&framed(&image(vec![record("/d", None), record("/d/k", Some("v"))]))).unwrap();
         assert_eq!(store.index, 5);
         assert_eq!(tree::lookup(&store.root, "/d/k", 5).unwrap().value(), "v");
     }
@@ -338,23 +293,14 @@ mod tests {
         let Err(SnapshotError(why)) = decode(&bytes) else {
             panic!("an unencodable snapshot restored");
         };
-        assert!(
-            why.contains("could not be encoded") && why.contains("no length"),
-            "{why}"
-        );
+        assert!(why.contains("could not be encoded") && why.contains("no length"), "{why}");
     }
 
     #[test]
     fn the_tree_must_be_well_formed() {
         assert!(reason(&image(vec![record("/d/k", Some("v"))])).contains("before its parent"));
-        assert!(reason(&image(vec![
-            record("/f", Some("v")),
-            record("/f/k", Some("v"))
-        ]))
-        .contains("not a directory"));
-        assert!(
-            reason(&image(vec![record("/k", Some("v")), record("/k", None)])).contains("twice")
-        );
+        assert!(reason(&image(vec![record("/f", Some("v")), record("/f/k", Some("v"))])).contains("not a directory"));
+        assert!(reason(&image(vec![record("/k", Some("v")), record("/k", None)])).contains("twice"));
         assert!(reason(&image(vec![record("/", None)])).contains("not a clean key"));
         assert!(reason(&image(vec![record("/a//b", None)])).contains("not a clean key"));
         let mut late = record("/k", Some("v"));

@@ -81,10 +81,7 @@ impl Stats {
             ("expireCount", self.expire_count),
             ("watchers", watchers),
         ];
-        let map: Map<String, Value> = fields
-            .into_iter()
-            .map(|(name, n)| (name.to_owned(), Value::from(n)))
-            .collect();
+        let map: Map<String, Value> = fields.into_iter().map(|(name, n)| (name.to_owned(), Value::from(n))).collect();
         Value::Object(map)
     }
 }

@@ -14,12 +14,7 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 fn set(store: &mut Store, key: &str, value: &str) -> Applied {
-    let command = Command::Set {
-        key: key.into(),
-        dir: false,
-        value: value.into(),
-        ttl: Ttl::default(),
-    };
+    let command = Command::Set { key: key.into(), dir: false, value: value.into(), ttl: Ttl::default() };
     store.apply(&command, NOW).unwrap()
 }
 
@@ -28,30 +23,18 @@ fn set_ttl(store: &mut Store, key: &str, value: &str, expire_at: UnixNanos) -> A
         key: key.into(),
         dir: false,
         value: value.into(),
-        ttl: Ttl {
-            expire_at: Some(expire_at),
-            refresh: false,
-        },
+        ttl: Ttl { expire_at: Some(expire_at), refresh: false },
     };
     store.apply(&command, NOW).unwrap()
 }
 
 fn mkdir(store: &mut Store, key: &str) -> Applied {
-    let command = Command::Set {
-        key: key.into(),
-        dir: true,
-        value: String::new(),
-        ttl: Ttl::default(),
-    };
+    let command = Command::Set { key: key.into(), dir: true, value: String::new(), ttl: Ttl::default() };
     store.apply(&command, NOW).unwrap()
 }
 
 fn delete(key: &str, dir: bool, recursive: bool) -> Command {
-    Command::Delete {
-        key: key.into(),
-        dir,
-        recursive,
-    }
+    Command::Delete { key: key.into(), dir, recursive }
 }
 
 fn cas(key: &str, prev_value: &str, prev_index: u64, value: &str) -> Command {
@@ -65,29 +48,15 @@ fn cas(key: &str, prev_value: &str, prev_index: u64, value: &str) -> Command {
 }
 
 fn cad(key: &str, prev_value: &str, prev_index: u64) -> Command {
-    Command::CompareAndDelete {
-        key: key.into(),
-        prev_value: prev_value.into(),
-        prev_index,
-    }
+    Command::CompareAndDelete { key: key.into(), prev_value: prev_value.into(), prev_index }
 }
 
 fn update(key: &str, value: &str, ttl: Ttl) -> Command {
-    Command::Update {
-        key: key.into(),
-        value: value.into(),
-        ttl,
-    }
+    Command::Update { key: key.into(), value: value.into(), ttl }
 }
 
 fn create(key: &str, dir: bool, value: &str, unique: bool) -> Command {
-    Command::Create {
-        key: key.into(),
-        dir,
-        value: value.into(),
-        unique,
-        ttl: Ttl::default(),
-    }
+    Command::Create { key: key.into(), dir, value: value.into(), unique, ttl: Ttl::default() }
 }
 
 fn get(store: &mut Store, key: &str, recursive: bool) -> String {
@@ -103,17 +72,11 @@ fn stat(store: &Store, name: &str) -> u64 {
 }
 
 fn expires(at: UnixNanos) -> Ttl {
-    Ttl {
-        expire_at: Some(at),
-        refresh: false,
-    }
+    Ttl { expire_at: Some(at), refresh: false }
 }
 
 fn refresh(at: UnixNanos) -> Ttl {
-    Ttl {
-        expire_at: Some(at),
-        refresh: true,
-    }
+    Ttl { expire_at: Some(at), refresh: true }
 }
 
 // ---- the root ----
@@ -123,10 +86,7 @@ fn the_root_is_an_empty_directory_without_key_or_indexes() {
     let mut store = Store::new();
     assert_eq!(store.index(), 0);
     let answer = store.get("/", false, false, NOW).unwrap();
-    assert_eq!(
-        json(&answer.event),
-        r#"{"action":"get","node":{"dir":true}}"#
-    );
+    assert_eq!(json(&answer.event), r#"{"action":"get","node":{"dir":true}}"#);
     assert_eq!(answer.etcd_index, 0);
     set(&mut store, "/b", "2");
     set(&mut store, "/a", "1");
@@ -143,18 +103,8 @@ fn writes_to_the_root_are_refused_with_etcd_causes_and_counts() {
     set(&mut store, "/k", "v");
     let root_ro = r#"{"errorCode":107,"message":"Root is read only","cause":"/","index":1}"#;
     let commands = [
-        Command::Set {
-            key: "/".into(),
-            dir: false,
-            value: "x".into(),
-            ttl: Ttl::default(),
-        },
-        Command::Set {
-            key: "//".into(),
-            dir: true,
-            value: String::new(),
-            ttl: Ttl::default(),
-        },
+        Command::Set { key: "/".into(), dir: false, value: "x".into(), ttl: Ttl::default() },
+        Command::Set { key: "//".into(), dir: true, value: String::new(), ttl: Ttl::default() },
         create("/", false, "x", false),
         update("/", "x", Ttl::default()),
         cas("/", "x", 0, "y"),
@@ -164,21 +114,12 @@ fn writes_to_the_root_are_refused_with_etcd_causes_and_counts() {
         assert_eq!(failure(store.apply(command, NOW)), root_ro, "{command:?}");
     }
     // etcd has no read-only check here: "Not a file" about "/1", trimmed away.
-    assert_eq!(
-        failure(store.apply(&cad("/", "x", 0), NOW)),
-        r#"{"errorCode":102,"message":"Not a file","index":1}"#
-    );
+    assert_eq!(failure(store.apply(&cad("/", "x", 0), NOW)), r#"{"errorCode":102,"message":"Not a file","index":1}"#);
     assert_eq!(store.index(), 1);
     // What etcd 3.4 counted for the same requests (checked on a real etcd).
-    assert_eq!(
-        (stat(&store, "setsSuccess"), stat(&store, "setsFail")),
-        (1, 2)
-    );
+    assert_eq!((stat(&store, "setsSuccess"), stat(&store, "setsFail")), (1, 2));
     assert_eq!(stat(&store, "createFail"), 1);
-    assert_eq!(
-        (stat(&store, "updateSuccess"), stat(&store, "updateFail")),
-        (1, 0)
-    );
+    assert_eq!((stat(&store, "updateSuccess"), stat(&store, "updateFail")), (1, 0));
     assert_eq!(stat(&store, "compareAndSwapSuccess"), 1);
     assert_eq!(stat(&store, "deleteSuccess"), 1);
     assert_eq!(stat(&store, "compareAndDeleteSuccess"), 1);
@@ -222,25 +163,8 @@ fn keys_are_cleaned_like_go_path_clean() {
     let mut store = Store::new();
     let answer = set(&mut store, "//a/./b/", "v");
     assert_eq!(answer.event.node.key, "/a/b");
-    assert_eq!(
-        store
-            .get("a/b", false, false, NOW)
-            .unwrap()
-            .event
-            .node
-            .value
-            .as_deref(),
-        Some("v")
-    );
-    assert_eq!(
-        store
-            .get("/a/x/../b/", false, false, NOW)
-            .unwrap()
-            .event
-            .node
-            .key,
-        "/a/b"
-    );
+    assert_eq!(store.get("a/b", false, false, NOW).unwrap().event.node.value.as_deref(), Some("v"));
+    assert_eq!(store.get("/a/x/../b/", false, false, NOW).unwrap().event.node.key, "/a/b");
 }
 
 #[test]
@@ -268,12 +192,7 @@ fn set_can_turn_a_key_into_a_directory_but_not_back() {
         json(&mkdir(&mut store, "/k").event),
         r#"{"action":"set","node":{"key":"/k","dir":true,"modifiedIndex":2,"createdIndex":2},"prevNode":{"key":"/k","value":"v","modifiedIndex":1,"createdIndex":1}}"#
     );
-    let over_dir = Command::Set {
-        key: "/k".into(),
-        dir: false,
-        value: "v".into(),
-        ttl: Ttl::default(),
-    };
+    let over_dir = Command::Set { key: "/k".into(), dir: false, value: "v".into(), ttl: Ttl::default() };
     assert_eq!(
         failure(store.apply(&over_dir, NOW)),
         r#"{"errorCode":102,"message":"Not a file","cause":"/k","index":2}"#
@@ -327,10 +246,7 @@ fn get_errors_name_the_first_missing_key_or_the_file_in_the_way() {
         failure(store.get("/f/g/h", false, false, NOW)),
         r#"{"errorCode":104,"message":"Not a directory","cause":"/f","index":1}"#
     );
-    assert_eq!(
-        (stat(&store, "getsSuccess"), stat(&store, "getsFail")),
-        (0, 2)
-    );
+    assert_eq!((stat(&store, "getsSuccess"), stat(&store, "getsFail")), (0, 2));
     store.get("/f", false, false, NOW).unwrap();
     assert_eq!(stat(&store, "getsSuccess"), 1);
 }
@@ -339,12 +255,7 @@ fn get_errors_name_the_first_missing_key_or_the_file_in_the_way() {
 fn create_refuses_existing_nodes_and_files_on_the_path() {
     let mut store = Store::new();
     assert_eq!(
-        json(
-            &store
-                .apply(&create("/c", false, "v", false), NOW)
-                .unwrap()
-                .event
-        ),
+        json(&store.apply(&create("/c", false, "v", false), NOW).unwrap().event),
         r#"{"action":"create","node":{"key":"/c","value":"v","modifiedIndex":1,"createdIndex":1}}"#
     );
     assert_eq!(
@@ -360,10 +271,7 @@ fn create_refuses_existing_nodes_and_files_on_the_path() {
         r#"{"errorCode":104,"message":"Not a directory","cause":"/c","index":1}"#
     );
     // etcd counts a path crossing a file as a failed set as well.
-    assert_eq!(
-        (stat(&store, "createSuccess"), stat(&store, "createFail")),
-        (1, 3)
-    );
+    assert_eq!((stat(&store, "createSuccess"), stat(&store, "createFail")), (1, 3));
     assert_eq!(stat(&store, "setsFail"), 2);
     assert_eq!(store.index(), 1);
 }
@@ -372,12 +280,8 @@ fn create_refuses_existing_nodes_and_files_on_the_path() {
 fn unique_create_names_keys_by_the_new_index() {
     let mut store = Store::new();
     set(&mut store, "/other", "x");
-    let job = store
-        .apply(&create("/queue", false, "a", true), NOW)
-        .unwrap();
-    let dir = store
-        .apply(&create("/queue/", true, "", true), NOW)
-        .unwrap();
+    let job = store.apply(&create("/queue", false, "a", true), NOW).unwrap();
+    let dir = store.apply(&create("/queue/", true, "", true), NOW).unwrap();
     assert_eq!(
         json(&job.event),
         r#"{"action":"create","node":{"key":"/queue/00000000000000000002","value":"a","modifiedIndex":2,"createdIndex":2}}"#
@@ -394,26 +298,17 @@ fn unique_create_names_keys_by_the_new_index() {
 fn update_changes_value_and_ttl_of_a_key() {
     let mut store = Store::new();
     set_ttl(&mut store, "/k", "v", NOW + 10 * SECOND);
-    let answer = store
-        .apply(&update("/k", "w", Ttl::default()), NOW)
-        .unwrap();
+    let answer = store.apply(&update("/k", "w", Ttl::default()), NOW).unwrap();
     assert_eq!(
         json(&answer.event),
         r#"{"action":"update","node":{"key":"/k","value":"w","modifiedIndex":2,"createdIndex":1},"prevNode":{"key":"/k","value":"v","expiration":"2026-11-25T22:00:10Z","ttl":10,"modifiedIndex":1,"createdIndex":1}}"#
     );
-    assert_eq!(
-        store.next_expiration(),
-        None,
-        "an update without TTL makes the key permanent"
-    );
+    assert_eq!(store.next_expiration(), None, "an update without TTL makes the key permanent");
     assert_eq!(
         failure(store.apply(&update("/missing", "x", Ttl::default()), NOW)),
         r#"{"errorCode":100,"message":"Key not found","cause":"/missing","index":2}"#
     );
-    assert_eq!(
-        (stat(&store, "updateSuccess"), stat(&store, "updateFail")),
-        (1, 1)
-    );
+    assert_eq!((stat(&store, "updateSuccess"), stat(&store, "updateFail")), (1, 1));
 }
 
 #[test]
@@ -436,10 +331,7 @@ fn updating_a_directory_sets_its_ttl_but_keeps_its_modified_index() {
         failure(store.apply(&update("/dd", "x", Ttl::default()), NOW)),
         r#"{"errorCode":102,"message":"Not a file","cause":"/dd","index":2}"#
     );
-    assert_eq!(
-        (stat(&store, "updateSuccess"), stat(&store, "updateFail")),
-        (2, 0)
-    );
+    assert_eq!((stat(&store, "updateSuccess"), stat(&store, "updateFail")), (2, 0));
 }
 
 // ---- compare and swap ----
@@ -456,10 +348,7 @@ fn compare_and_swap_checks_value_and_index() {
     let cases = [
         (cas("/k", "one", 0, "x"), r#""cause":"[one != two]""#),
         (cas("/k", "", 7, "x"), r#""cause":"[7 != 2]""#),
-        (
-            cas("/k", "one", 7, "x"),
-            r#""cause":"[one != two] [7 != 2]""#,
-        ),
+        (cas("/k", "one", 7, "x"), r#""cause":"[one != two] [7 != 2]""#),
     ];
     for (command, cause) in &cases {
         assert_eq!(
@@ -476,13 +365,7 @@ fn compare_and_swap_checks_value_and_index() {
         failure(store.apply(&cas("/none", "x", 0, "y"), NOW)),
         r#"{"errorCode":100,"message":"Key not found","cause":"/none","index":3}"#
     );
-    assert_eq!(
-        (
-            stat(&store, "compareAndSwapSuccess"),
-            stat(&store, "compareAndSwapFail")
-        ),
-        (1, 5)
-    );
+    assert_eq!((stat(&store, "compareAndSwapSuccess"), stat(&store, "compareAndSwapFail")), (1, 5));
 }
 
 // ---- delete and compare and delete ----
@@ -518,10 +401,7 @@ fn delete_of_a_key_and_of_directories() {
     store.apply(&delete("/f", true, false), NOW).unwrap();
     mkdir(&mut store, "/empty");
     store.apply(&delete("/empty", true, false), NOW).unwrap();
-    assert_eq!(
-        (stat(&store, "deleteSuccess"), stat(&store, "deleteFail")),
-        (4, 3)
-    );
+    assert_eq!((stat(&store, "deleteSuccess"), stat(&store, "deleteFail")), (4, 3));
 }
 
 #[test]
@@ -550,13 +430,7 @@ fn compare_and_delete_checks_and_counts_like_etcd() {
         r#"{"action":"compareAndDelete","node":{"key":"/c","modifiedIndex":3,"createdIndex":1},"prevNode":{"key":"/c","value":"1","modifiedIndex":1,"createdIndex":1}}"#
     );
     // etcd counts compare failures and "Not a file" as successes.
-    assert_eq!(
-        (
-            stat(&store, "compareAndDeleteSuccess"),
-            stat(&store, "compareAndDeleteFail")
-        ),
-        (4, 1)
-    );
+    assert_eq!((stat(&store, "compareAndDeleteSuccess"), stat(&store, "compareAndDeleteFail")), (4, 1));
 }
 
 // ---- TTLs ----
@@ -571,22 +445,14 @@ fn ttl_prints_the_expiration_and_rounds_seconds_up() {
     );
     let later = store.get("/t", false, false, NOW + 3 * SECOND).unwrap();
     assert_eq!(later.event.node.ttl, 3);
-    assert_eq!(
-        store.next_expiration(),
-        Some(NOW + 5 * SECOND + 120_000_000)
-    );
+    assert_eq!(store.next_expiration(), Some(NOW + 5 * SECOND + 120_000_000));
 }
 
 #[test]
 fn a_create_expiring_before_2000_is_permanent() {
     let mut store = Store::new();
-    let command = Command::Create {
-        key: "/old".into(),
-        dir: false,
-        value: "v".into(),
-        unique: false,
-        ttl: expires(SECOND),
-    };
+    let command =
+        Command::Create { key: "/old".into(), dir: false, value: "v".into(), unique: false, ttl: expires(SECOND) };
     let answer = store.apply(&command, NOW).unwrap();
     assert_eq!(answer.event.node.expiration, None);
     assert_eq!(store.next_expiration(), None);
@@ -602,9 +468,7 @@ fn delete_expired_removes_due_nodes_in_deadline_order() {
     let mut watch = store.watch("/", true, true, 0).unwrap();
 
     let cutoff = NOW + 10 * SECOND;
-    let last = store
-        .apply(&Command::DeleteExpired { cutoff }, cutoff)
-        .unwrap();
+    let last = store.apply(&Command::DeleteExpired { cutoff }, cutoff).unwrap();
     assert_eq!(last.etcd_index, 6);
     let first = watch.events.try_recv().unwrap();
     assert_eq!(
@@ -618,33 +482,18 @@ fn delete_expired_removes_due_nodes_in_deadline_order() {
     assert_eq!(stat(&store, "expireCount"), 2);
 
     let nothing = store.apply(&Command::DeleteExpired { cutoff }, cutoff);
-    assert_eq!(
-        failure(nothing),
-        r#"{"errorCode":100,"message":"Key not found","index":6}"#
-    );
+    assert_eq!(failure(nothing), r#"{"errorCode":100,"message":"Key not found","index":6}"#);
     assert_eq!(store.index(), 6);
 }
 
 #[test]
 fn an_expiring_directory_takes_its_subtree_and_deadlines_with_it() {
     let mut store = Store::new();
-    let dir = Command::Set {
-        key: "/d".into(),
-        dir: true,
-        value: String::new(),
-        ttl: expires(NOW + SECOND),
-    };
+    let dir = Command::Set { key: "/d".into(), dir: true, value: String::new(), ttl: expires(NOW + SECOND) };
     store.apply(&dir, NOW).unwrap();
     set_ttl(&mut store, "/d/child", "c", NOW + 60 * SECOND);
     let mut child_watch = store.watch("/d/child", false, false, 0).unwrap();
-    let answer = store
-        .apply(
-            &Command::DeleteExpired {
-                cutoff: NOW + SECOND,
-            },
-            NOW + SECOND,
-        )
-        .unwrap();
+    let answer = store.apply(&Command::DeleteExpired { cutoff: NOW + SECOND }, NOW + SECOND).unwrap();
     assert_eq!(
         json(&answer.event),
         r#"{"action":"expire","node":{"key":"/d","dir":true,"modifiedIndex":3,"createdIndex":1},"prevNode":{"key":"/d","dir":true,"expiration":"2026-11-25T22:00:01Z","modifiedIndex":1,"createdIndex":1}}"#
@@ -688,23 +537,13 @@ fn refresh_keeps_the_value_and_tells_no_watcher() {
     set(&mut store, "/c", "1");
     let mut watch = store.watch("/c", false, false, 0).unwrap();
     let at = NOW + 50 * SECOND;
-    let refreshed = Command::Set {
-        key: "/c".into(),
-        dir: false,
-        value: String::new(),
-        ttl: refresh(at),
-    };
+    let refreshed = Command::Set { key: "/c".into(), dir: false, value: String::new(), ttl: refresh(at) };
     assert_eq!(
         json(&store.apply(&refreshed, NOW).unwrap().event),
         r#"{"action":"set","node":{"key":"/c","value":"1","expiration":"2026-11-25T22:00:50Z","ttl":50,"modifiedIndex":2,"createdIndex":2},"prevNode":{"key":"/c","value":"1","modifiedIndex":1,"createdIndex":1}}"#
     );
     assert_eq!(
-        json(
-            &store
-                .apply(&update("/c", "", refresh(at)), NOW)
-                .unwrap()
-                .event
-        ),
+        json(&store.apply(&update("/c", "", refresh(at)), NOW).unwrap().event),
         r#"{"action":"update","node":{"key":"/c","value":"1","expiration":"2026-11-25T22:00:50Z","ttl":50,"modifiedIndex":3,"createdIndex":2},"prevNode":{"key":"/c","value":"1","expiration":"2026-11-25T22:00:50Z","ttl":50,"modifiedIndex":2,"createdIndex":2}}"#
     );
     let cas_refresh = Command::CompareAndSwap {
@@ -714,16 +553,7 @@ fn refresh_keeps_the_value_and_tells_no_watcher() {
         value: String::new(),
         ttl: refresh(at),
     };
-    assert_eq!(
-        store
-            .apply(&cas_refresh, NOW)
-            .unwrap()
-            .event
-            .node
-            .value
-            .as_deref(),
-        Some("1")
-    );
+    assert_eq!(store.apply(&cas_refresh, NOW).unwrap().event.node.value.as_deref(), Some("1"));
     assert!(watch.events.try_recv().is_err(), "refreshes notify nobody");
     // Nor does the history show them to a watch starting in the past.
     let mut from_past = store.watch("/c", false, false, 2).unwrap();
@@ -732,12 +562,7 @@ fn refresh_keeps_the_value_and_tells_no_watcher() {
     set(&mut store, "/c", "2");
     assert_eq!(watch.events.try_recv().unwrap().node.modified_index, 5);
 
-    let missing = Command::Set {
-        key: "/nope".into(),
-        dir: false,
-        value: String::new(),
-        ttl: refresh(at),
-    };
+    let missing = Command::Set { key: "/nope".into(), dir: false, value: String::new(), ttl: refresh(at) };
     assert_eq!(
         failure(store.apply(&missing, NOW)),
         r#"{"errorCode":100,"message":"Key not found","cause":"/nope","index":5}"#
@@ -757,10 +582,7 @@ fn a_plain_watch_fires_once_with_the_next_matching_event() {
     set(&mut store, "/k", "1");
     set(&mut store, "/k", "2");
     let event = watch.events.try_recv().unwrap();
-    assert_eq!(
-        json(&event),
-        r#"{"action":"set","node":{"key":"/k","value":"1","modifiedIndex":3,"createdIndex":3}}"#
-    );
+    assert_eq!(json(&event), r#"{"action":"set","node":{"key":"/k","value":"1","modifiedIndex":3,"createdIndex":3}}"#);
     assert!(watch.events.try_recv().is_err());
     assert_eq!(stat(&store, "watchers"), 0);
 }
@@ -772,9 +594,7 @@ fn a_stream_watch_keeps_receiving() {
     for value in ["1", "2", "3"] {
         set(&mut store, "/k", value);
     }
-    let got: Vec<_> = std::iter::from_fn(|| watch.events.try_recv().ok())
-        .map(|e| e.node.value.unwrap())
-        .collect();
+    let got: Vec<_> = std::iter::from_fn(|| watch.events.try_recv().ok()).map(|e| e.node.value.unwrap()).collect();
     assert_eq!(got, ["1", "2", "3"]);
     assert_eq!(stat(&store, "watchers"), 1);
 }
@@ -805,10 +625,7 @@ fn deleting_a_directory_fires_watches_inside_it() {
     assert_eq!(json(&stream_on_dir.events.try_recv().unwrap()), expected);
     assert_eq!(json(&stream_on_dir.events.try_recv().unwrap()), expected);
     assert!(stream_on_dir.events.try_recv().is_err());
-    assert!(
-        above.events.try_recv().is_err(),
-        "a plain watch on a parent is not fired"
-    );
+    assert!(above.events.try_recv().is_err(), "a plain watch on a parent is not fired");
 
     // Same for a plain key (checked on a real etcd 3.4).
     set(&mut store, "/f", "1");
@@ -816,9 +633,7 @@ fn deleting_a_directory_fires_watches_inside_it() {
     store.apply(&delete("/f", false, false), NOW).unwrap();
     let twice: Vec<_> = std::iter::from_fn(|| stream_on_key.events.try_recv().ok()).collect();
     assert_eq!(twice.len(), 2);
-    assert!(twice
-        .iter()
-        .all(|e| e.action == Action::Delete && e.node.modified_index == 4));
+    assert!(twice.iter().all(|e| e.action == Action::Delete && e.node.modified_index == 4));
 }
 
 #[test]
@@ -831,11 +646,7 @@ fn a_watch_in_history_is_answered_at_once() {
     assert_eq!(watch.start_index, 3);
     let event: Event = watch.events.try_recv().unwrap();
     assert_eq!(event.node.modified_index, 3);
-    assert_eq!(
-        stat(&store, "watchers"),
-        0,
-        "history hits are not registered"
-    );
+    assert_eq!(stat(&store, "watchers"), 0, "history hits are not registered");
     // A future index waits for it.
     let mut future = store.watch("/k", false, false, 5).unwrap();
     set(&mut store, "/k", "3");
@@ -881,19 +692,11 @@ fn watchers_whose_receiver_is_dropped_are_removed() {
     set(&mut store, "/k", "1");
     assert_eq!(store.hub.held(), 0, "removed when an event finds it gone");
     for i in 0..500 {
-        drop(
-            store
-                .watch(&format!("/quiet/{i}"), false, false, 0)
-                .unwrap(),
-        );
+        drop(store.watch(&format!("/quiet/{i}"), false, false, 0).unwrap());
     }
     let kept = store.watch("/k", false, false, 0).unwrap();
     assert_eq!(stat(&store, "watchers"), 1);
-    assert!(
-        store.hub.held() < 100,
-        "abandoned watchers are swept, held {}",
-        store.hub.held()
-    );
+    assert!(store.hub.held() < 100, "abandoned watchers are swept, held {}", store.hub.held());
     drop(kept);
 }
 
@@ -931,16 +734,9 @@ fn populated() -> Store {
     set(&mut store, "/a/_h", "hidden");
     set(&mut store, "/e", "");
     set_ttl(&mut store, "/t", "ttl", NOW + 30 * SECOND);
-    let dir = Command::Set {
-        key: "/td".into(),
-        dir: true,
-        value: String::new(),
-        ttl: expires(NOW + 20 * SECOND),
-    };
+    let dir = Command::Set { key: "/td".into(), dir: true, value: String::new(), ttl: expires(NOW + 20 * SECOND) };
     store.apply(&dir, NOW).unwrap();
-    store
-        .apply(&update("/e", "", refresh(NOW + 40 * SECOND)), NOW)
-        .unwrap();
+    store.apply(&update("/e", "", refresh(NOW + 40 * SECOND)), NOW).unwrap();
     store.apply(&delete("/a/b", true, true), NOW).unwrap();
     let _ = store.get("/missing", false, false, NOW);
     store
@@ -962,14 +758,7 @@ fn a_snapshot_restores_the_same_store() {
     let mut watch = restored.watch("/a", true, false, 1).unwrap();
     assert_eq!(watch.events.try_recv().unwrap().node.key, "/a/b/c");
     // Expiry goes on from the restored deadlines.
-    restored
-        .apply(
-            &Command::DeleteExpired {
-                cutoff: NOW + 60 * SECOND,
-            },
-            NOW,
-        )
-        .unwrap();
+    restored.apply(&Command::DeleteExpired { cutoff: NOW + 60 * SECOND }, NOW).unwrap();
     assert_eq!(restored.next_expiration(), None);
     assert_eq!(
         restored.snapshot(),

@@ -16,39 +16,23 @@ pub(super) fn lookup<'a>(root: &'a Node, key: &str, index: u64) -> Result<&'a No
     let mut current_key = "/";
     for (name, name_key) in path::components(key) {
         let Body::Dir(children) = &current.body else {
-            return Err(Error::new(
-                ErrorCode::NotDir,
-                path::display(current_key),
-                index,
-            ));
+            return Err(Error::new(ErrorCode::NotDir, path::display(current_key), index));
         };
-        current = children
-            .get(name)
-            .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, name_key, index))?;
+        current = children.get(name).ok_or_else(|| Error::new(ErrorCode::KeyNotFound, name_key, index))?;
         current_key = name_key;
     }
     Ok(current)
 }
 
 /// [`lookup`] for writing.
-pub(super) fn lookup_mut<'a>(
-    root: &'a mut Node,
-    key: &str,
-    index: u64,
-) -> Result<&'a mut Node, Error> {
+pub(super) fn lookup_mut<'a>(root: &'a mut Node, key: &str, index: u64) -> Result<&'a mut Node, Error> {
     let mut current = root;
     let mut current_key = "/";
     for (name, name_key) in path::components(key) {
         let Body::Dir(children) = &mut current.body else {
-            return Err(Error::new(
-                ErrorCode::NotDir,
-                path::display(current_key),
-                index,
-            ));
+            return Err(Error::new(ErrorCode::NotDir, path::display(current_key), index));
         };
-        current = children
-            .get_mut(name)
-            .ok_or_else(|| Error::new(ErrorCode::KeyNotFound, name_key, index))?;
+        current = children.get_mut(name).ok_or_else(|| Error::new(ErrorCode::KeyNotFound, name_key, index))?;
         current_key = name_key;
     }
     Ok(current)
@@ -164,16 +148,10 @@ mod tests {
         assert!(lookup(&root, "/", 9).unwrap().is_dir());
 
         let missing = lookup(&root, "/a/x/y", 9).unwrap_err();
-        assert_eq!(
-            (missing.error_code, missing.cause.as_str(), missing.index),
-            (100, "/a/x", 9)
-        );
+        assert_eq!((missing.error_code, missing.cause.as_str(), missing.index), (100, "/a/x", 9));
 
         let under_file = lookup(&root, "/a/b/f/g/h", 9).unwrap_err();
-        assert_eq!(
-            (under_file.error_code, under_file.cause.as_str()),
-            (104, "/a/b/f")
-        );
+        assert_eq!((under_file.error_code, under_file.cause.as_str()), (104, "/a/b/f"));
     }
 
     #[test]
@@ -185,10 +163,7 @@ mod tests {
         assert_eq!((created.created_index, created.modified_index), (5, 5));
 
         let err = ensure_dir(&mut root, "/a/b/f/g", 6, 4).unwrap_err();
-        assert_eq!(
-            (err.error_code, err.cause.as_str(), err.index),
-            (104, "/a/b/f", 4)
-        );
+        assert_eq!((err.error_code, err.cause.as_str(), err.index), (104, "/a/b/f", 4));
     }
 
     #[test]

@@ -44,22 +44,13 @@ impl Hub {
             self.sweep();
         }
         let (events, receiver) = mpsc::channel(BUFFER);
-        self.by_key.entry(key).or_default().push(Registration {
-            events,
-            recursive,
-            stream,
-            since_index,
-        });
+        self.by_key.entry(key).or_default().push(Registration { events, recursive, stream, since_index });
         receiver
     }
 
     /// Live watchers (`watchers` in the store stats).
     pub(super) fn count(&self) -> usize {
-        self.by_key
-            .values()
-            .flatten()
-            .filter(|r| !r.events.is_closed())
-            .count()
+        self.by_key.values().flatten().filter(|r| !r.events.is_closed()).count()
     }
 
     /// Every registration held, live or abandoned.
@@ -130,12 +121,7 @@ mod tests {
     fn event(key: &str, index: u64) -> Event {
         Event {
             action: Action::Set,
-            node: Node {
-                key: key.into(),
-                modified_index: index,
-                created_index: index,
-                ..Node::default()
-            },
+            node: Node { key: key.into(), modified_index: index, created_index: index, ..Node::default() },
             prev_node: None,
         }
     }
@@ -196,10 +182,7 @@ mod tests {
             received += 1;
         }
         assert_eq!(received, BUFFER);
-        assert!(
-            rx.is_closed(),
-            "the channel ends so the client sees the stream end"
-        );
+        assert!(rx.is_closed(), "the channel ends so the client sees the stream end");
     }
 
     #[test]
@@ -211,13 +194,8 @@ mod tests {
         assert!(hub.by_key.is_empty());
 
         drop(hub.register("/quiet".into(), false, false, 1));
-        let _kept: Vec<_> = (0..200)
-            .map(|i| hub.register(format!("/k{i}"), false, false, 1))
-            .collect();
-        assert!(
-            !hub.by_key.contains_key("/quiet"),
-            "swept without any event on /quiet"
-        );
+        let _kept: Vec<_> = (0..200).map(|i| hub.register(format!("/k{i}"), false, false, 1)).collect();
+        assert!(!hub.by_key.contains_key("/quiet"), "swept without any event on /quiet");
         assert_eq!(hub.count(), 200);
     }
 }

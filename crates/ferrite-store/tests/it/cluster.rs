@@ -28,12 +28,8 @@ impl Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let clients: Vec<TcpListener> = (0..n).map(|_| bind()).collect();
         let peers: Vec<TcpListener> = (0..n).map(|_| bind()).collect();
-        let initial: Vec<InitialMember> = (0..n)
-            .map(|i| InitialMember {
-                name: format!("n{i}"),
-                peer_urls: vec![url(&peers[i])],
-            })
-            .collect();
+        let initial: Vec<InitialMember> =
+            (0..n).map(|i| InitialMember { name: format!("n{i}"), peer_urls: vec![url(&peers[i])] }).collect();
         let settings: Vec<Settings> = (0..n)
             .map(|i| Settings {
                 name: format!("n{i}"),
@@ -55,23 +51,11 @@ impl Cluster {
         let faults: Vec<Faults> = (0..n).map(|_| Faults::default()).collect();
         let mut members = Vec::new();
         for (i, (client, peer)) in clients.into_iter().zip(peers).enumerate() {
-            let embed = Embed {
-                faults: faults[i].clone(),
-                listeners: Some((vec![client], vec![peer])),
-            };
+            let embed = Embed { faults: faults[i].clone(), listeners: Some((vec![client], vec![peer])) };
             members.push(Some(start(settings[i].clone(), embed).await.unwrap()));
         }
-        let ids = members
-            .iter()
-            .map(|m| m.as_ref().unwrap().node.id)
-            .collect();
-        Cluster {
-            members,
-            settings,
-            faults,
-            ids,
-            _dirs: dirs,
-        }
+        let ids = members.iter().map(|m| m.as_ref().unwrap().node.id).collect();
+        Cluster { members, settings, faults, ids, _dirs: dirs }
     }
 
     pub fn keys_url(&self, i: usize, key: &str) -> String {
@@ -82,12 +66,7 @@ impl Cluster {
     pub async fn wait_leader(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let leaders: Vec<Option<u64>> = self
-                .members
-                .iter()
-                .flatten()
-                .map(|m| m.node.leader())
-                .collect();
+            let leaders: Vec<Option<u64>> = self.members.iter().flatten().map(|m| m.node.leader()).collect();
             if let Some(Some(l)) = leaders.first() {
                 let agreed = leaders.iter().all(|x| *x == Some(*l));
                 let alive = self.members.iter().flatten().any(|m| m.node.id == *l);
@@ -95,10 +74,7 @@ impl Cluster {
                     return self.ids.iter().position(|id| id == l).unwrap();
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "no leader agreed within 10 s: {leaders:?}"
-            );
+            assert!(Instant::now() < deadline, "no leader agreed within 10 s: {leaders:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -134,10 +110,7 @@ impl Cluster {
             let s = self.settings[i].clone();
             let client = rebind(s.listen_client[0]);
             let peer = rebind(s.listen_peer[0]);
-            let embed = Embed {
-                faults: self.faults[i].clone(),
-                listeners: Some((vec![client], vec![peer])),
-            };
+            let embed = Embed { faults: self.faults[i].clone(), listeners: Some((vec![client], vec![peer])) };
             self.members[i] = Some(start(s, embed).await.unwrap());
         }
     }

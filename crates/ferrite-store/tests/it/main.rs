@@ -20,14 +20,7 @@ async fn a_single_member_serves_the_keys_api() {
     let c = Cluster::start(1).await;
     let http = reqwest::Client::new();
     let url = c.keys_url(0, "/message");
-    let (status, v) = body(
-        http.put(&url)
-            .form(&[("value", "hello")])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, v) = body(http.put(&url).form(&[("value", "hello")]).send().await.unwrap()).await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["action"], "set");
     assert_eq!(v["node"]["value"], "hello");
@@ -47,20 +40,10 @@ async fn followers_forward_writes_and_quorum_reads_see_them() {
     let other = (leader + 2) % 3;
     let http = reqwest::Client::new();
     for i in 0..20 {
-        let resp = http
-            .put(c.keys_url(follower, &format!("/k{i}")))
-            .form(&[("value", i.to_string())])
-            .send()
-            .await;
+        let resp = http.put(c.keys_url(follower, &format!("/k{i}"))).form(&[("value", i.to_string())]).send().await;
         assert_eq!(resp.unwrap().status().as_u16(), 201);
         // Linearizable: a quorum read anywhere sees an acknowledged write.
-        let (status, v) = body(
-            http.get(c.keys_url(other, &format!("/k{i}?quorum=true")))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, v) = body(http.get(c.keys_url(other, &format!("/k{i}?quorum=true"))).send().await.unwrap()).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["node"]["value"], i.to_string());
     }
@@ -75,30 +58,16 @@ async fn ttl_keys_expire_on_every_member_by_the_leaders_clock() {
     let c = Cluster::start(3).await;
     c.wait_leader().await;
     let http = reqwest::Client::new();
-    let resp = http
-        .put(c.keys_url(0, "/lease"))
-        .form(&[("value", "v"), ("ttl", "1")])
-        .send()
-        .await
-        .unwrap();
+    let resp = http.put(c.keys_url(0, "/lease")).form(&[("value", "v"), ("ttl", "1")]).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     let deadline = Instant::now() + Duration::from_secs(6);
     for member in 0..3 {
         loop {
-            let status = http
-                .get(c.keys_url(member, "/lease"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16();
+            let status = http.get(c.keys_url(member, "/lease")).send().await.unwrap().status().as_u16();
             if status == 404 {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "member {member} still has the key after its TTL"
-            );
+            assert!(Instant::now() < deadline, "member {member} still has the key after its TTL");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -113,12 +82,7 @@ async fn a_new_leader_takes_over_and_keeps_every_acknowledged_write() {
     let survivor = (leader + 1) % 3;
     let mut acked = Vec::new();
     for i in 0..30 {
-        let resp = http
-            .put(c.keys_url(survivor, &format!("/w{i}")))
-            .form(&[("value", "x")])
-            .send()
-            .await
-            .unwrap();
+        let resp = http.put(c.keys_url(survivor, &format!("/w{i}"))).form(&[("value", "x")]).send().await.unwrap();
         if resp.status().is_success() {
             acked.push(i);
         }
@@ -126,20 +90,10 @@ async fn a_new_leader_takes_over_and_keeps_every_acknowledged_write() {
     c.kill(leader).await;
     let new_leader = c.wait_leader().await;
     assert_ne!(new_leader, leader);
-    let resp = http
-        .put(c.keys_url(survivor, "/after"))
-        .form(&[("value", "y")])
-        .send()
-        .await
-        .unwrap();
+    let resp = http.put(c.keys_url(survivor, "/after")).form(&[("value", "y")]).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     for i in acked {
-        let status = http
-            .get(c.keys_url(survivor, &format!("/w{i}?quorum=true")))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = http.get(c.keys_url(survivor, &format!("/w{i}?quorum=true"))).send().await.unwrap().status();
         assert_eq!(status.as_u16(), 200, "acknowledged write /w{i} lost");
     }
     c.stop().await;
@@ -153,35 +107,17 @@ async fn a_partitioned_follower_catches_up_after_the_cut_heals() {
     c.isolate(cut);
     let http = reqwest::Client::new();
     for i in 0..10 {
-        let resp = http
-            .put(c.keys_url(leader, &format!("/p{i}")))
-            .form(&[("value", "v")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.status().as_u16(),
-            201,
-            "the majority side must keep serving writes"
-        );
+        let resp = http.put(c.keys_url(leader, &format!("/p{i}"))).form(&[("value", "v")]).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "the majority side must keep serving writes");
     }
     c.heal();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let status = http
-            .get(c.keys_url(cut, "/p9"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        let status = http.get(c.keys_url(cut, "/p9")).send().await.unwrap().status().as_u16();
         if status == 200 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the healed follower never caught up"
-        );
+        assert!(Instant::now() < deadline, "the healed follower never caught up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.stop().await;
@@ -193,22 +129,13 @@ async fn a_full_cluster_restart_keeps_all_data() {
     c.wait_leader().await;
     let http = reqwest::Client::new();
     for i in 0..25 {
-        let resp = http
-            .put(c.keys_url(i % 3, &format!("/r/{i}")))
-            .form(&[("value", i.to_string())])
-            .send()
-            .await;
+        let resp = http.put(c.keys_url(i % 3, &format!("/r/{i}"))).form(&[("value", i.to_string())]).send().await;
         assert_eq!(resp.unwrap().status().as_u16(), 201);
     }
     c.restart_all().await;
     c.wait_leader().await;
-    let (status, v) = body(
-        http.get(c.keys_url(1, "/r?recursive=true&sorted=true&quorum=true"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, v) =
+        body(http.get(c.keys_url(1, "/r?recursive=true&sorted=true&quorum=true")).send().await.unwrap()).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["node"]["nodes"].as_array().map(Vec::len), Some(25));
     c.stop().await;

@@ -10,12 +10,7 @@ use crate::servers::SUBJECT_VAR;
 
 /// Writes the key through one member, retrying for up to 10 s while the
 /// cluster answers 5xx (a write during an election fails; clients retry).
-async fn put(
-    client: &reqwest::Client,
-    cluster: &Cluster,
-    member: usize,
-    value: &str,
-) -> Result<()> {
+async fn put(client: &reqwest::Client, cluster: &Cluster, member: usize, value: &str) -> Result<()> {
     let url = format!("{}/v2/keys/faults/a", cluster.member(member).client_url());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -25,11 +20,7 @@ async fn put(
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        ensure!(
-            status.is_success(),
-            "PUT {url}: {status}: {}",
-            response.text().await?
-        );
+        ensure!(status.is_success(), "PUT {url}: {status}: {}", response.text().await?);
         return Ok(());
     }
 }
@@ -37,10 +28,7 @@ async fn put(
 /// The key's value read through raft (`quorum=true`) from one member,
 /// retrying for up to 10 s while the member answers 5xx or not at all.
 async fn get(client: &reqwest::Client, cluster: &Cluster, member: usize) -> Result<String> {
-    let url = format!(
-        "{}/v2/keys/faults/a?quorum=true",
-        cluster.member(member).client_url()
-    );
+    let url = format!("{}/v2/keys/faults/a?quorum=true", cluster.member(member).client_url());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let answer = client.get(&url).send().await;
@@ -54,9 +42,7 @@ async fn get(client: &reqwest::Client, cluster: &Cluster, member: usize) -> Resu
         }
         let body: serde_json::Value = answer?.json().await?;
         let value = body["node"]["value"].as_str();
-        return Ok(value
-            .with_context(|| format!("GET {url}: {body}"))?
-            .to_owned());
+        return Ok(value.with_context(|| format!("GET {url}: {body}"))?.to_owned());
     }
 }
 
@@ -64,58 +50,31 @@ async fn get(client: &reqwest::Client, cluster: &Cluster, member: usize) -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_survives_member_faults() {
     let kind = ServerKind::from_env(SUBJECT_VAR, ServerKind::Ferrite).unwrap();
-    let mut cluster = Cluster::builder(kind)
-        .members(3)
-        .ferrite_bin(env!("CARGO_BIN_EXE_ferrite-store"))
-        .start()
-        .await
-        .unwrap();
+    let mut cluster =
+        Cluster::builder(kind).members(3).ferrite_bin(env!("CARGO_BIN_EXE_ferrite-store")).start().await.unwrap();
     faults(&mut cluster).await.unwrap();
 }
 
 async fn faults(cluster: &mut Cluster) -> Result<()> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()?;
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build()?;
     put(&client, cluster, 0, "one").await?;
 
     cluster.kill(2)?;
-    put(&client, cluster, 0, "two")
-        .await
-        .context("writing with one member killed")?;
+    put(&client, cluster, 0, "two").await.context("writing with one member killed")?;
     cluster.restart(2).await?;
-    assert_eq!(
-        get(&client, cluster, 2).await?,
-        "two",
-        "the restarted member reads the write it missed"
-    );
+    assert_eq!(get(&client, cluster, 2).await?, "two", "the restarted member reads the write it missed");
 
     cluster.pause(1)?;
-    put(&client, cluster, 0, "three")
-        .await
-        .context("writing with one member paused")?;
+    put(&client, cluster, 0, "three").await.context("writing with one member paused")?;
     cluster.resume(1)?;
-    assert_eq!(
-        get(&client, cluster, 1).await?,
-        "three",
-        "the resumed member catches up"
-    );
+    assert_eq!(get(&client, cluster, 1).await?, "three", "the resumed member catches up");
 
     let added = cluster.add_member().await?;
-    assert_eq!(
-        get(&client, cluster, added).await?,
-        "three",
-        "the new member has the data"
-    );
+    assert_eq!(get(&client, cluster, added).await?, "three", "the new member has the data");
     let url = format!("{}/v2/members", cluster.member(0).client_url());
     let members: serde_json::Value = client.get(&url).send().await?.json().await?;
-    let names: Vec<&str> = members["members"]
-        .as_array()
-        .context("members")?
-        .iter()
-        .filter_map(|m| m["name"].as_str())
-        .collect();
+    let names: Vec<&str> =
+        members["members"].as_array().context("members")?.iter().filter_map(|m| m["name"].as_str()).collect();
     assert_eq!(names.len(), 4, "members after adding one: {members}");
     assert!(names.contains(&"n4"), "n4 among {names:?}");
     Ok(())

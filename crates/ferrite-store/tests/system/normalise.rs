@@ -29,14 +29,8 @@ impl Identity {
         if !id.is_empty() {
             self.replace(id, &format!("<id:{name}>"));
         }
-        self.replace(
-            &format!("127.0.0.1:{client_port}"),
-            &format!("127.0.0.1:<client:{name}>"),
-        );
-        self.replace(
-            &format!("127.0.0.1:{peer_port}"),
-            &format!("127.0.0.1:<peer:{name}>"),
-        );
+        self.replace(&format!("127.0.0.1:{client_port}"), &format!("127.0.0.1:<client:{name}>"));
+        self.replace(&format!("127.0.0.1:{peer_port}"), &format!("127.0.0.1:<peer:{name}>"));
     }
 
     pub fn cluster_id(&mut self, id: &str) {
@@ -45,10 +39,8 @@ impl Identity {
 
     fn replace(&mut self, text: &str, placeholder: &str) {
         self.replacements.retain(|(t, _)| t != text);
-        self.replacements
-            .push((text.to_owned(), placeholder.to_owned()));
-        self.replacements
-            .sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        self.replacements.push((text.to_owned(), placeholder.to_owned()));
+        self.replacements.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
     }
 
     fn apply(&self, text: &str) -> String {
@@ -74,14 +66,8 @@ pub fn index(value: u64, base: u64) -> String {
 }
 
 /// Markers after which a run of digits is an index.
-const INDEX_MARKERS: &[&str] = &[
-    "\"modifiedIndex\":",
-    "\"createdIndex\":",
-    "\"index\":",
-    "Index: ",
-    ") [",
-    "has been cleared [",
-];
+const INDEX_MARKERS: &[&str] =
+    &["\"modifiedIndex\":", "\"createdIndex\":", "\"index\":", "Index: ", ") [", "has been cleared ["];
 
 /// Normalises a body or a command's output (see the module docs).
 pub fn text(text: &str, base: u64, identity: &Identity) -> String {
@@ -124,13 +110,9 @@ fn compared_indices(text: &str, base: u64) -> String {
         out.push_str(&rest[..=at]);
         rest = &rest[at + 1..];
         let Some(end) = rest.find(']') else { break };
-        let replaced = rest[..end].split_once(" != ").and_then(|(a, b)| {
-            Some(format!(
-                "{} != {}",
-                index(a.parse().ok()?, base),
-                index(b.parse().ok()?, base)
-            ))
-        });
+        let replaced = rest[..end]
+            .split_once(" != ")
+            .and_then(|(a, b)| Some(format!("{} != {}", index(a.parse().ok()?, base), index(b.parse().ok()?, base))));
         if let Some(replaced) = replaced {
             out.push_str(&replaced);
             rest = &rest[end..];
@@ -188,9 +170,7 @@ fn is_utc_time(text: &str) -> bool {
         && bytes[13] == b':'
         && bytes[16] == b':'
         && text.ends_with('Z')
-        && text[..text.len() - 1]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b"-T:.".contains(&b))
+        && text[..text.len() - 1].bytes().all(|b| b.is_ascii_digit() || b"-T:.".contains(&b))
 }
 
 /// The shape of a JSON document: key names (in order) and JSON types, with
@@ -246,14 +226,8 @@ mod tests {
             r#"{"action":"create","node":{"key":"/q/<key<i+2>>","value":"12","expiration":"<time>","ttl":5,"modifiedIndex":<i+2>,"createdIndex":<i+2>}}"#
         );
         let compare = r#""cause":"[x != v] [78 != 72]","index":72"#;
-        assert_eq!(
-            text(compare, 71, &Identity::default()),
-            r#""cause":"[x != v] [<i+7> != <i+1>]","index":<i+1>"#
-        );
-        assert_eq!(
-            text(r#""index":0"#, 9, &Identity::default()),
-            r#""index":0"#
-        );
+        assert_eq!(text(compare, 71, &Identity::default()), r#""cause":"[x != v] [<i+7> != <i+1>]","index":<i+1>"#);
+        assert_eq!(text(r#""index":0"#, 9, &Identity::default()), r#""index":0"#);
         let cleared = r#"{"errorCode":401,"cause":"the requested history has been cleared [1012/4]","index":2011}"#;
         assert_eq!(
             text(cleared, 5, &Identity::default()),

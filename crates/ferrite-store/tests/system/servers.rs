@@ -13,27 +13,17 @@ pub const SUBJECT_VAR: &str = "FERRITE_CONFORMANCE_SUBJECT";
 pub async fn start_pair() -> Result<(Cluster, Cluster)> {
     let subject = ServerKind::from_env(SUBJECT_VAR, ServerKind::Ferrite)?;
     let reference = Cluster::start(ServerKind::Etcd, 1);
-    let subject = Cluster::builder(subject)
-        .ferrite_bin(env!("CARGO_BIN_EXE_ferrite-store"))
-        .start();
+    let subject = Cluster::builder(subject).ferrite_bin(env!("CARGO_BIN_EXE_ferrite-store")).start();
     let (reference, subject) = tokio::join!(reference, subject);
-    Ok((
-        reference.context("starting the reference etcd")?,
-        subject.context("starting the subject")?,
-    ))
+    Ok((reference.context("starting the reference etcd")?, subject.context("starting the subject")?))
 }
 
 /// Reads `/v2/members` and maps every member id, port and the cluster id to
 /// placeholders named after the harness's member names.
 pub async fn identify(cluster: &Cluster) -> Result<Identity> {
     let url = format!("{}/v2/members", cluster.member(0).client_url());
-    let response = reqwest::Client::builder()
-        .no_proxy()
-        .build()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    let response =
+        reqwest::Client::builder().no_proxy().build()?.get(&url).send().await.with_context(|| format!("GET {url}"))?;
     let mut identity = Identity::default();
     if let Some(id) = response.headers().get("x-etcd-cluster-id") {
         identity.cluster_id(id.to_str()?);
@@ -47,12 +37,7 @@ pub async fn identify(cluster: &Cluster) -> Result<Identity> {
             .find(|m| m["peerURLs"][0] == harness.peer_url())
             .and_then(|m| m["id"].as_str())
             .unwrap_or_default();
-        identity.member(
-            harness.name(),
-            id,
-            harness.client_port(),
-            harness.peer_port(),
-        );
+        identity.member(harness.name(), id, harness.client_port(), harness.peer_port());
     }
     Ok(identity)
 }
