@@ -74,7 +74,10 @@ async fn route(node: Arc<Node>, req: Request) -> Response {
         "/v2/stats/self" => stats_self(&node, req.method()),
         "/v2/stats/leader" => stats_leader(&node, req.method()),
         "/version" => version(req.method()),
+        "/health" if req.method() != Method::GET => method_not_allowed("GET"),
         "/health" => health(&node).await,
+        "/v2/auth/users" => auth_users(&node, req.method()),
+        "/v2/auth/enable" => auth_enable(&node, req.method()),
         "/metrics" => metrics(&node),
         _ => go_error(StatusCode::NOT_FOUND, "404 page not found"),
     }
@@ -396,6 +399,26 @@ fn stats_leader(node: &Node, method: &Method) -> Response {
     respond(StatusCode::OK, JSON, go_json(&body))
 }
 
+/// v2 auth is never enabled on Ferrite: the user list is etcd's answer
+/// for a cluster without auth.
+fn auth_users(node: &Node, method: &Method) -> Response {
+    if method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let mut resp = respond(StatusCode::OK, JSON, go_json_line(&serde_json::json!({ "users": null })));
+    cluster_id_header(node, resp.headers_mut());
+    resp
+}
+
+fn auth_enable(node: &Node, method: &Method) -> Response {
+    if method != Method::GET {
+        return method_not_allowed("GET");
+    }
+    let mut resp = respond(StatusCode::OK, JSON, go_json_line(&serde_json::json!({ "enabled": false })));
+    cluster_id_header(node, resp.headers_mut());
+    resp
+}
+
 /// The etcd version Ferrite answers as: the API it is compatible with.
 /// Never "0.4.x", which old clients take for etcd 0.4.
 pub const ETCD_SERVER_VERSION: &str = "3.4.23";
@@ -442,6 +465,13 @@ fn metrics(node: &Node) -> Response {
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
     };
+    let started = node.started.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        format!("{started}"),
+    );
     metric(
         "etcd_server_has_leader",
         "gauge",

@@ -48,6 +48,15 @@ fn get_index(form: &Form, key: &str) -> Result<u64, Error> {
     }
 }
 
+/// `now + ttl` with Go's arithmetic: `time.Duration(ttl) * time.Second`
+/// wraps on overflow, so an absurd TTL lands in the past, before
+/// 2000-01-01, where the store treats it as "no TTL" exactly as etcd does.
+fn go_expiration(now: UnixNanos, ttl_secs: u64) -> UnixNanos {
+    #[allow(clippy::cast_possible_wrap)] // Go's uint64 -> Duration conversion wraps; so does this.
+    let ttl = ttl_secs as i64;
+    now.wrapping_add(ttl.wrapping_mul(1_000_000_000))
+}
+
 /// Parses a keys request. `path` is the decoded URL path after
 /// `/v2/keys`; `now` stamps the expiration of a `ttl`.
 pub fn parse(method: &Method, path: &str, form: &Form, now: UnixNanos) -> Result<KeysRequest, Error> {
@@ -99,11 +108,7 @@ pub fn parse(method: &Method, path: &str, form: &Form, now: UnixNanos) -> Result
         }
     };
 
-    let ttl = Ttl {
-        expire_at: ttl
-            .map(|secs| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1_000_000_000))),
-        refresh,
-    };
+    let ttl = Ttl { expire_at: ttl.map(|secs| go_expiration(now, secs)), refresh };
     let value = form.value("value").to_owned();
 
     let op = match *method {
@@ -210,6 +215,13 @@ mod tests {
             Command::Set { ttl, .. } => assert_eq!(ttl.expire_at, None),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_overflowing_ttl_wraps_as_in_go() {
+        assert_eq!(go_expiration(NOW, 5), NOW + 5_000_000_000);
+        // 9999999999 s overflows int64 nanoseconds and wraps negative.
+        assert!(go_expiration(NOW, 9_999_999_999) < 0);
     }
 
     #[test]

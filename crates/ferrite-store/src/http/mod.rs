@@ -13,7 +13,9 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 
 /// JSON as Go's `json.Marshal` writes it: `<`, `>`, `&`, U+2028 and
-/// U+2029 escaped (they can only occur inside strings).
+/// U+2029 escaped (they can only occur inside strings), and U+FFFD as
+/// `\ufffd`, which is how Go writes the invalid UTF-8 bytes that Ferrite
+/// stored as U+FFFD when it decoded the request.
 pub fn go_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let raw = serde_json::to_string(value).unwrap_or_default();
     let mut out = String::with_capacity(raw.len() + 8);
@@ -24,6 +26,7 @@ pub fn go_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
             '&' => out.push_str("\\u0026"),
             '\u{2028}' => out.push_str("\\u2028"),
             '\u{2029}' => out.push_str("\\u2029"),
+            '\u{fffd}' => out.push_str("\\ufffd"),
             c => out.push(c),
         }
     }
