@@ -27,8 +27,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum NodeError {
     #[error("etcdserver: request timed out")]
     Timeout,
-    #[error("etcdserver: server stopped")]
-    Stopped,
+    /// Raft stopped, e.g. after a failed log write (a full disk): the
+    /// reason says why.
+    #[error("etcdserver: server stopped: {0}")]
+    Stopped(String),
     #[error("etcdserver: leader changed")]
     LeaderChanged,
     #[error("etcdserver: {0}")]
@@ -130,6 +132,14 @@ impl Node {
         })
     }
 
+    /// Why raft stopped, if it did.
+    fn stop_reason(&self) -> String {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) => "raft shut down".to_owned(),
+            Err(fatal) => fatal.to_string(),
+        }
+    }
+
     /// The leader this member knows of, if any.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
@@ -190,7 +200,7 @@ impl Node {
             }
             match tokio::time::timeout(left, metrics.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(NodeError::Stopped),
+                Ok(Err(_)) => return Err(NodeError::Stopped("raft shut down".into())),
                 Err(_) => return Err(NodeError::Timeout),
             }
         }
@@ -203,7 +213,7 @@ impl Node {
         self.raft.wait(Some(left)).applied_index_at_least(Some(index), "wait_applied").await.map(|_| ()).map_err(|e| {
             match e {
                 openraft::metrics::WaitError::Timeout(..) => NodeError::Timeout,
-                openraft::metrics::WaitError::ShuttingDown => NodeError::Stopped,
+                openraft::metrics::WaitError::ShuttingDown => NodeError::Stopped(self.stop_reason()),
             }
         })
     }
@@ -265,7 +275,7 @@ impl Node {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Ok(Err(NodeError::Internal(e.to_string())))
             }
-            Err(RaftError::Fatal(_)) => Ok(Err(NodeError::Stopped)),
+            Err(RaftError::Fatal(f)) => Ok(Err(NodeError::Stopped(f.to_string()))),
         }
     }
 
@@ -315,7 +325,7 @@ impl Node {
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
             Err(RaftError::APIError(_)) => Err(NodeError::LeaderChanged),
-            Err(RaftError::Fatal(_)) => Err(NodeError::Stopped),
+            Err(RaftError::Fatal(f)) => Err(NodeError::Stopped(f.to_string())),
         }
     }
 
@@ -525,6 +535,6 @@ fn member_raft_error(e: RaftError<NodeId, ClientWriteError<NodeId, PeerNode>>) -
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             MemberError::Node(NodeError::Internal(e.to_string()))
         }
-        RaftError::Fatal(_) => MemberError::Node(NodeError::Stopped),
+        RaftError::Fatal(f) => MemberError::Node(NodeError::Stopped(f.to_string())),
     }
 }

@@ -35,10 +35,10 @@ pub enum StartError {
     BadMeta { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("raft log: {0}")]
-    Log(String),
-    #[error("state machine: {0}")]
-    StateMachine(String),
+    #[error("cannot open the raft log")]
+    Log(#[source] crate::raft::OpenError),
+    #[error("cannot open the state machine")]
+    StateMachine(#[source] crate::raft::OpenError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot join the cluster: {0}")]
@@ -246,8 +246,8 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         }
     };
 
-    let log_store = LogStore::open(&dir.join("raft")).map_err(|e| StartError::Log(e.to_string()))?;
-    let state_machine = StateMachine::open(&dir.join("sm")).map_err(|e| StartError::StateMachine(e.to_string()))?;
+    let log_store = LogStore::open(&dir.join("raft")).map_err(StartError::Log)?;
+    let state_machine = StateMachine::open(&dir.join("sm")).map_err(StartError::StateMachine)?;
     let state = state_machine.shared();
 
     let heartbeat = u64::try_from(settings.heartbeat.as_millis()).unwrap_or(100);

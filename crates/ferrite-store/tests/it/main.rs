@@ -3,6 +3,7 @@
 //! raft network's fault table.
 
 mod cluster;
+mod datadir;
 
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod conformance;
+mod disk;
 mod etcdctl;
 mod normalise;
 mod servers;
