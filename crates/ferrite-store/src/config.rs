@@ -92,6 +92,15 @@ pub struct Flags {
     /// Accepted for compatibility (`zap`, `capnslog`); ignored.
     #[arg(long, env = "ETCD_LOGGER")]
     pub logger: Option<String>,
+
+    /// Accepted for compatibility; logs go to the journal or stderr.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS")]
+    pub log_outputs: Option<String>,
+
+    /// What to do when discovery fails: `exit`, or `proxy` (Ferrite has no
+    /// proxy mode, so it exits with the discovery error either way).
+    #[arg(long, env = "ETCD_DISCOVERY_FALLBACK", default_value = "proxy")]
+    pub discovery_fallback: String,
 }
 
 /// Whether this member starts a cluster or joins one.
@@ -146,6 +155,8 @@ pub enum ConfigError {
     PeerUrlMismatch { name: String, cluster: String, advertised: String },
     #[error("--initial-cluster: member {name:?} is not in the cluster ({cluster})")]
     NotInCluster { name: String, cluster: String },
+    #[error("--discovery-fallback: {value:?} is neither \"exit\" nor \"proxy\"")]
+    DiscoveryFallback { value: String },
     #[error("--initial-cluster and --discovery are mutually exclusive; choose one")]
     ClusterAndDiscovery,
     #[error("--election-timeout ({election} ms) must be at least 5 times --heartbeat-interval ({heartbeat} ms)")]
@@ -260,6 +271,9 @@ impl Flags {
                     advertised: advertise_peer_urls.join(","),
                 });
             }
+        }
+        if !matches!(self.discovery_fallback.as_str(), "exit" | "proxy") {
+            return Err(ConfigError::DiscoveryFallback { value: self.discovery_fallback.clone() });
         }
         if self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Timeouts { election: self.election_timeout, heartbeat: self.heartbeat_interval });

@@ -252,6 +252,23 @@ impl Cluster {
         self.wait_healthy(index).await
     }
 
+    /// Kills every member, starts them all again on their data dirs, then
+    /// waits until each is healthy. (Restarting one at a time cannot work
+    /// once all are down: a lone member has no quorum to become healthy.)
+    pub async fn restart_all(&mut self) -> Result<()> {
+        for index in 0..self.members.len() {
+            self.kill(index)?;
+        }
+        let initial_cluster = self.initial_cluster(None);
+        for index in 0..self.members.len() {
+            self.spawn(index, &initial_cluster, "existing")?;
+        }
+        for index in 0..self.members.len() {
+            self.wait_healthy(index).await?;
+        }
+        Ok(())
+    }
+
     /// Allocates the name, ports and data dir of a member that is not part of
     /// the cluster yet. Announce it (`etcdctl member add`, `POST /v2/members`),
     /// then pass it to [`Cluster::start_member`].

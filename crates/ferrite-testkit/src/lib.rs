@@ -6,12 +6,15 @@
 //! - [`Cluster`]: an n-member etcd or ferrite-store cluster started with
 //!   etcd's own flags, with the faults a test needs (kill, pause, resume,
 //!   restart, add a member).
+//! - [`linearizability`]: records concurrent clients' histories of etcd v2
+//!   key operations and checks them for linearizability.
 //!
 //! Everything listens on 127.0.0.1 only. Errors are `anyhow` with context:
 //! this is a test harness, and a failure message should say which member,
 //! which port and what its log said.
 
 mod cluster;
+pub mod linearizability;
 mod ports;
 mod process;
 

@@ -213,11 +213,7 @@ pub struct Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "key {:?} is not linearizable.", self.key)?;
-        writeln!(
-            f,
-            "The longest legal order found places {} operations; it ends with:",
-            self.linearized_count
-        )?;
+        writeln!(f, "The longest legal order found places {} operations; it ends with:", self.linearized_count)?;
         if self.linearized_tail.is_empty() {
             writeln!(f, "  (nothing: the key is still absent)")?;
         }
@@ -557,7 +553,8 @@ impl<'a> KeySearch<'a> {
     /// while its operation was not linearized.
     fn explain(&self, stack: &[(usize, State, Phase)], state: State, overdue: usize) -> Box<Violation> {
         let start = stack.len().saturating_sub(CONTEXT_OPS);
-        let linearized_tail = stack[start..].iter().map(|(call, _, _)| self.ops[self.entries[*call].op].clone()).collect();
+        let linearized_tail =
+            stack[start..].iter().map(|(call, _, _)| self.ops[self.entries[*call].op].clone()).collect();
         let mut candidates = Vec::new();
         let mut e = self.entries[HEAD].next;
         while e != overdue && e != NIL {
@@ -671,7 +668,8 @@ mod tests {
 
     #[test]
     fn two_successful_cas_from_the_same_value_are_caught() {
-        let h = H::default().write(1, "a", 0, 10).cas(1, "a", "b", Output::Ok, 20, 40).cas(2, "a", "c", Output::Ok, 25, 35);
+        let h =
+            H::default().write(1, "a", 0, 10).cas(1, "a", "b", Output::Ok, 20, 40).cas(2, "a", "c", Output::Ok, 25, 35);
         violation(h.verdict());
         // With a write of "a" between them, both may succeed.
         let h = H::default()
@@ -702,9 +700,14 @@ mod tests {
         let h = unknown(H::default()).write(2, "b", 50, 60).read(2, Some("b"), 70, 80).read(2, Some("a"), 90, 95);
         assert_eq!(h.verdict(), Verdict::Linearizable);
         // But never before its invocation.
-        let h = H::default()
-            .read(2, Some("a"), 0, 10)
-            .op(1, "k", Input::Write { value: "a".into() }, Output::Unknown, 20, 0);
+        let h = H::default().read(2, Some("a"), 0, 10).op(
+            1,
+            "k",
+            Input::Write { value: "a".into() },
+            Output::Unknown,
+            20,
+            0,
+        );
         violation(h.verdict());
     }
 
@@ -729,11 +732,12 @@ mod tests {
             assert_eq!(h.verdict(), Verdict::Linearizable, "winner {winner}, listed the other way");
         }
         // But two readers cannot see them in opposite orders after both returned.
-        let h = H::default()
-            .write(1, "a", 0, 100)
-            .write(2, "b", 10, 90)
-            .read(3, Some("a"), 200, 210)
-            .read(3, Some("b"), 220, 230);
+        let h = H::default().write(1, "a", 0, 100).write(2, "b", 10, 90).read(3, Some("a"), 200, 210).read(
+            3,
+            Some("b"),
+            220,
+            230,
+        );
         violation(h.verdict());
         // Operations touching at one instant count as concurrent.
         assert_eq!(H::default().write(1, "a", 0, 10).read(2, None, 10, 20).verdict(), Verdict::Linearizable);
@@ -746,9 +750,14 @@ mod tests {
             .op(2, "y", Input::Read, Output::Read(None), 20, 30)
             .op(2, "x", Input::Read, Output::Read(Some("1".into())), 20, 30);
         assert_eq!(h.verdict(), Verdict::Linearizable);
-        let h = H::default()
-            .op(1, "x", Input::Write { value: "1".into() }, Output::Ok, 0, 10)
-            .op(2, "y", Input::Read, Output::Read(Some("1".into())), 20, 30);
+        let h = H::default().op(1, "x", Input::Write { value: "1".into() }, Output::Ok, 0, 10).op(
+            2,
+            "y",
+            Input::Read,
+            Output::Read(Some("1".into())),
+            20,
+            30,
+        );
         assert_eq!(violation(h.verdict()).key, "y");
     }
 
@@ -767,7 +776,9 @@ mod tests {
             h = h.write(i, &format!("v{i}"), 0, 100);
         }
         h = h.read(99, Some("never written"), 200, 210);
-        assert!(matches!(Checker::default().step_limit(50).check(&h.0).unwrap(), Verdict::Unknown { ref key, .. } if key == "k"));
+        assert!(
+            matches!(Checker::default().step_limit(50).check(&h.0).unwrap(), Verdict::Unknown { ref key, .. } if key == "k")
+        );
         violation(h.verdict());
     }
 
@@ -776,7 +787,12 @@ mod tests {
         let mut h = H::default();
         for i in 0..30u64 {
             h = h.op(i as usize, "k", Input::Write { value: format!("u{i}") }, Output::Unknown, i * 10, 0);
-            h = h.write(100, &format!("w{i}"), i * 10 + 1, i * 10 + 5).read(101, Some(&format!("w{i}")), i * 10 + 6, i * 10 + 8);
+            h = h.write(100, &format!("w{i}"), i * 10 + 1, i * 10 + 5).read(
+                101,
+                Some(&format!("w{i}")),
+                i * 10 + 6,
+                i * 10 + 8,
+            );
         }
         h = h.read(102, Some("u3"), 400, 410);
         assert_eq!(h.verdict(), Verdict::Linearizable);

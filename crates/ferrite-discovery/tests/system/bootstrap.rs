@@ -1,23 +1,26 @@
-//! Real etcd 3.4 members bootstrapping through ferrite-discovery.
+//! Real etcd 3.4 members, and ferrite-store members, bootstrapping through
+//! ferrite-discovery backed by etcd and by ferrite-store respectively.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ferrite_etcd_client::{Client, GetOptions, SetOptions};
-use ferrite_testkit::{free_port, Process};
+use ferrite_testkit::{free_port, Process, ServerKind};
 
-use crate::{scratch, Service};
+use crate::{ferrite_store_bin, scratch, Service};
 
 struct Member {
+    kind: ServerKind,
     name: String,
     client_url: String,
     peer_url: String,
 }
 
 impl Member {
-    fn new(name: &str) -> Member {
+    fn new(kind: ServerKind, name: &str) -> Member {
         Member {
+            kind,
             name: name.to_owned(),
             client_url: format!("http://127.0.0.1:{}", free_port().unwrap()),
             peer_url: format!("http://127.0.0.1:{}", free_port().unwrap()),
@@ -25,7 +28,10 @@ impl Member {
     }
 
     fn command(&self, dir: &Path, discovery: &str) -> std::process::Command {
-        let mut command = std::process::Command::new("etcd");
+        let mut command = match self.kind {
+            ServerKind::Etcd => std::process::Command::new("etcd"),
+            ServerKind::Ferrite => std::process::Command::new(ferrite_store_bin()),
+        };
         command
             .args(["--name", &self.name])
             .arg("--data-dir")
@@ -59,16 +65,27 @@ async fn wait_healthy(member: &Member, process: &mut Process) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_etcd_members_form_one_cluster_and_a_fourth_is_refused() {
-    let service = Service::start().await;
+    three_members_form_one_cluster_and_a_fourth_is_refused(ServerKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_ferrite_store_members_form_one_cluster_and_a_fourth_is_refused() {
+    three_members_form_one_cluster_and_a_fourth_is_refused(ServerKind::Ferrite).await;
+}
+
+/// Discovery backed by a store of `kind`, and members of `kind` joining
+/// through it: the same scenario for etcd (the reference) and Ferrite.
+async fn three_members_form_one_cluster_and_a_fourth_is_refused(kind: ServerKind) {
+    let service = Service::start_on(kind).await;
     let token_url = service.new_token(3).await;
     let (_dir, dir) = scratch();
 
-    let members: Vec<Member> = ["m1", "m2", "m3"].iter().map(|n| Member::new(n)).collect();
+    let members: Vec<Member> = ["m1", "m2", "m3"].iter().map(|n| Member::new(kind, n)).collect();
     let mut processes: Vec<Process> = members
         .iter()
         .map(|m| {
             Process::spawn(
-                &format!("etcd {}", m.name),
+                &format!("{kind:?} {}", m.name),
                 m.command(&dir, &token_url),
                 &dir.join(format!("{}.log", m.name)),
             )
@@ -110,7 +127,7 @@ async fn three_etcd_members_form_one_cluster_and_a_fourth_is_refused() {
     }
 
     // A fourth member with the same token is refused and exits.
-    let fourth = Member::new("m4");
+    let fourth = Member::new(kind, "m4");
     let log_path = dir.join("m4.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut command = tokio::process::Command::from(fourth.command(&dir, &token_url));

@@ -25,9 +25,29 @@ pub struct Service {
     _dir: tempfile::TempDir,
 }
 
+/// The ferrite-store binary built beside this test (the test command
+/// builds every binary of the workspace before the system tier).
+pub fn ferrite_store_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/system-<hash> -> target/<profile>/ferrite-store
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("ferrite-store");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p ferrite-store` first", bin.display());
+    bin
+}
+
 impl Service {
     pub async fn start() -> Service {
-        let backing = Cluster::start(ServerKind::Etcd, 1).await.unwrap();
+        Service::start_on(ServerKind::Etcd).await
+    }
+
+    /// The service in front of a one-member store of the given kind.
+    pub async fn start_on(kind: ServerKind) -> Service {
+        let backing = match kind {
+            ServerKind::Etcd => Cluster::start(ServerKind::Etcd, 1).await.unwrap(),
+            ServerKind::Ferrite => {
+                Cluster::builder(ServerKind::Ferrite).members(1).ferrite_bin(ferrite_store_bin()).start().await.unwrap()
+            }
+        };
         let dir = tempfile::tempdir().unwrap();
         let port = free_port().unwrap();
         let url = format!("http://127.0.0.1:{port}");

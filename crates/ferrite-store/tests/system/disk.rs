@@ -21,7 +21,8 @@ impl SmallDisk {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk");
         std::fs::create_dir(&path).unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).status();
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).status();
         assert!(
             status.is_ok_and(|s| s.success()),
             "cannot mount a tmpfs at {} (the system tier needs root)",

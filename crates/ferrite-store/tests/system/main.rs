@@ -8,5 +8,6 @@ mod cluster;
 mod conformance;
 mod disk;
 mod etcdctl;
+mod faults;
 mod normalise;
 mod servers;
