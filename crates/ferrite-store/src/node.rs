@@ -79,6 +79,8 @@ pub struct Node {
     pub state: SharedState,
     pub started: SystemTime,
     pub counters: Counters,
+    /// Fired when this member sees itself removed from the cluster.
+    pub removed: tokio::sync::Notify,
     http: reqwest::Client,
 }
 
@@ -128,6 +130,7 @@ impl Node {
             state,
             started: SystemTime::now(),
             counters: Counters::default(),
+            removed: tokio::sync::Notify::new(),
             http,
         })
     }
@@ -509,11 +512,41 @@ impl Node {
         }
     }
 
+    /// Follows raft's metrics: counts leader changes, and notices when a
+    /// committed membership no longer holds this member, which then stops,
+    /// as etcd's removed members do, instead of disturbing the cluster
+    /// with elections it can no longer win.
     async fn leader_watch_loop(self: Arc<Node>) {
         let mut metrics = self.raft.metrics();
         let mut last = metrics.borrow().current_leader;
+        let mut was_member = false;
         while metrics.changed().await.is_ok() {
-            let now = metrics.borrow().current_leader;
+            let (now, is_member, committed) = {
+                let m = metrics.borrow();
+                let config = m.membership_config.clone();
+                let membership = config.membership();
+                // Being removed shows as a joint configuration whose old
+                // side has this member as a voter and whose new side does
+                // not: the final configuration is never replicated to the
+                // member it leaves out, so this is the last word it gets.
+                let joint = membership.get_joint_config();
+                // A leader removing itself finishes the change first (it
+                // commits the final configuration), then stops.
+                let leaving = joint.len() > 1
+                    && m.current_leader != Some(self.id)
+                    && joint.first().is_some_and(|old| old.contains(&self.id))
+                    && joint.last().is_some_and(|new| !new.contains(&self.id));
+                let is_member = !leaving && membership.nodes().any(|(id, _)| *id == self.id);
+                let committed = m.last_applied.is_some_and(|applied| config.log_id().is_some_and(|l| l <= applied));
+                (m.current_leader, is_member, committed)
+            };
+            if is_member {
+                was_member = true;
+            } else if was_member && committed {
+                tracing::warn!("the member has been permanently removed from the cluster; stopping");
+                self.removed.notify_one();
+                return;
+            }
             if now != last {
                 if now.is_some() {
                     self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);

@@ -199,8 +199,11 @@ fn initial_members(cluster: &[InitialMember], token: &str) -> BTreeMap<NodeId, P
 /// Starts a member and serves until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let started = start(settings, Embed::default()).await?;
-    shutdown.await;
-    tracing::info!("shutting down");
+    let node = started.node.clone();
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        () = node.removed.notified() => {}
+    }
     started.stop().await;
     Ok(())
 }

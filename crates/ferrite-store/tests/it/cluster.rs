@@ -58,6 +58,14 @@ impl Cluster {
         Cluster { members, settings, faults, ids, _dirs: dirs }
     }
 
+    pub fn client_url(&self, i: usize) -> String {
+        self.settings[i].advertise_client_urls[0].clone()
+    }
+
+    pub fn node(&self, i: usize) -> std::sync::Arc<ferrite_store::node::Node> {
+        self.members[i].as_ref().expect("member is running").node.clone()
+    }
+
     pub fn keys_url(&self, i: usize, key: &str) -> String {
         format!("{}/v2/keys{key}", self.settings[i].advertise_client_urls[0])
     }

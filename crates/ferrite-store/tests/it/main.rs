@@ -141,3 +141,45 @@ async fn a_full_cluster_restart_keeps_all_data() {
     assert_eq!(v["node"]["nodes"].as_array().map(Vec::len), Some(25));
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_stops_and_the_rest_keep_serving() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let victim = (leader + 1) % 3;
+    let http = reqwest::Client::new();
+    let victim_node = c.node(victim);
+    let url = format!("{}/v2/members/{:x}", c.client_url(leader), victim_node.id);
+    let resp = http.delete(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    tokio::time::timeout(Duration::from_secs(10), victim_node.removed.notified())
+        .await
+        .expect("the removed member never noticed its removal");
+    let (status, v) = body(http.get(format!("{}/v2/members", c.client_url(leader))).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
+    let resp = http.put(c.keys_url(leader, "/after-removal")).form(&[("value", "x")]).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_can_remove_itself_and_the_others_elect_a_new_one() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let http = reqwest::Client::new();
+    let leader_node = c.node(leader);
+    let url = format!("{}/v2/members/{:x}", c.client_url(leader), leader_node.id);
+    assert_eq!(http.delete(&url).send().await.unwrap().status().as_u16(), 204);
+    tokio::time::timeout(Duration::from_secs(10), leader_node.removed.notified())
+        .await
+        .expect("the removed leader never stopped");
+    c.kill(leader).await;
+    let new_leader = c.wait_leader().await;
+    assert_ne!(new_leader, leader);
+    let (_, v) = body(http.get(format!("{}/v2/members", c.client_url(new_leader))).send().await.unwrap()).await;
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
+    let resp = http.put(c.keys_url(new_leader, "/after")).form(&[("value", "x")]).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    c.stop().await;
+}
