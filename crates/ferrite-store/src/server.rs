@@ -263,7 +263,10 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         install_snapshot_timeout: 10_000,
         max_payload_entries: 1024,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
-        max_in_snapshot_log_to_keep: 1000,
+        // Entries kept behind a snapshot so a briefly lagging follower
+        // catches up from the log (etcd keeps 5000) rather than a snapshot.
+        max_in_snapshot_log_to_keep: settings.snapshot_count.min(5000),
+        purge_batch_size: 64,
         ..Default::default()
     };
     let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);

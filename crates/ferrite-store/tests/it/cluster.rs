@@ -25,6 +25,11 @@ fn url(l: &TcpListener) -> String {
 
 impl Cluster {
     pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, |_| {}).await
+    }
+
+    /// Starts `n` members, letting the test adjust each member's settings.
+    pub async fn start_with(n: usize, adjust: impl Fn(&mut Settings)) -> Cluster {
         let dirs = tempfile::tempdir().unwrap();
         let clients: Vec<TcpListener> = (0..n).map(|_| bind()).collect();
         let peers: Vec<TcpListener> = (0..n).map(|_| bind()).collect();
@@ -46,6 +51,10 @@ impl Cluster {
                 election_timeout: Duration::from_millis(300),
                 snapshot_count: 10_000,
                 fsync: true,
+            })
+            .map(|mut s| {
+                adjust(&mut s);
+                s
             })
             .collect();
         let faults: Vec<Faults> = (0..n).map(|_| Faults::default()).collect();

@@ -183,3 +183,40 @@ async fn a_leader_can_remove_itself_and_the_others_elect_a_new_one() {
     assert_eq!(resp.status().as_u16(), 201);
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_far_behind_catches_up_from_a_snapshot_and_restarts_from_it() {
+    let mut c = Cluster::start_with(3, |s| s.snapshot_count = 20).await;
+    let leader = c.wait_leader().await;
+    let behind = (leader + 1) % 3;
+    c.isolate(behind);
+    let http = reqwest::Client::new();
+    for i in 0..150 {
+        let resp = http.put(c.keys_url(leader, &format!("/s/{i}"))).form(&[("value", i.to_string())]).send().await;
+        assert_eq!(resp.unwrap().status().as_u16(), 201);
+    }
+    // The leader compacted its log past what the follower has.
+    let purged = c.node(leader).raft.metrics().borrow().purged.map_or(0, |l| l.index);
+    let behind_at = c.node(behind).raft.metrics().borrow().last_log_index.unwrap_or(0);
+    assert!(purged > behind_at, "the leader kept its log (purged {purged}, follower at {behind_at})");
+    c.heal();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = body(http.get(c.keys_url(behind, "/s/149")).send().await.unwrap()).await;
+        if status == 200 {
+            assert_eq!(v["node"]["value"], "149");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the follower never caught up from the snapshot");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every member restarts from its snapshot plus the log after it.
+    c.restart_all().await;
+    c.wait_leader().await;
+    for member in 0..3 {
+        let (status, v) = body(http.get(c.keys_url(member, "/s?recursive=true")).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(v["node"]["nodes"].as_array().map(Vec::len), Some(150), "member {member}");
+    }
+    c.stop().await;
+}
