@@ -80,7 +80,8 @@ pub struct Flags {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
 
-    /// Disables fsync: unsafe, loses acknowledged writes on power loss.
+    /// Accepted for compatibility and ignored: ferrite-store always fsyncs
+    /// its log before acknowledging a write.
     #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub unsafe_no_fsync: Option<bool>,
@@ -134,7 +135,6 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
-    pub fsync: bool,
 }
 
 /// A flag whose value cannot be used; names the flag and the value.
@@ -294,7 +294,6 @@ impl Flags {
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count.max(1),
-            fsync: !self.unsafe_no_fsync.unwrap_or(false),
         })
     }
 }

@@ -50,7 +50,6 @@ impl Cluster {
                 heartbeat: Duration::from_millis(50),
                 election_timeout: Duration::from_millis(300),
                 snapshot_count: 10_000,
-                fsync: true,
             })
             .map(|mut s| {
                 adjust(&mut s);
