@@ -102,42 +102,7 @@ pub(super) fn expiration_and_ttl(expire_at: Option<UnixNanos>, now: UnixNanos) -
     if remaining % NANOS_PER_SECOND > 0 {
         ttl += 1;
     }
-    (Some(rfc3339_nano(at)), ttl)
-}
-
-/// Formats Unix nanoseconds as Go's `time.RFC3339Nano` in UTC:
-/// `2026-11-25T22:00:01.123456789Z`, trailing zeros of the fraction
-/// trimmed, no fraction at all when it is zero.
-pub(super) fn rfc3339_nano(at: UnixNanos) -> String {
-    let seconds = at.div_euclid(NANOS_PER_SECOND);
-    let nanos = at.rem_euclid(NANOS_PER_SECOND);
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let mut out =
-        format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", of_day / 3600, of_day % 3600 / 60, of_day % 60);
-    if nanos != 0 {
-        let fraction = format!("{nanos:09}");
-        out.push('.');
-        out.push_str(fraction.trim_end_matches('0'));
-    }
-    out.push('Z');
-    out
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    (Some(ferrite_etcd_api::v2::format_time(at)), ttl)
 }
 
 #[cfg(test)]
@@ -148,12 +113,12 @@ mod tests {
 
     #[test]
     fn expiration_prints_as_go_rfc3339nano() {
-        assert_eq!(rfc3339_nano(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_nano(1_795_644_001_123_456_789), "2026-11-25T22:00:01.123456789Z");
-        assert_eq!(rfc3339_nano(1_795_644_001_120_000_000), "2026-11-25T22:00:01.12Z");
-        assert_eq!(rfc3339_nano(1_795_644_001_000_000_000), "2026-11-25T22:00:01Z");
-        assert_eq!(rfc3339_nano(951_782_400 * SECOND), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339_nano(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(ferrite_etcd_api::v2::format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(ferrite_etcd_api::v2::format_time(1_795_644_001_123_456_789), "2026-11-25T22:00:01.123456789Z");
+        assert_eq!(ferrite_etcd_api::v2::format_time(1_795_644_001_120_000_000), "2026-11-25T22:00:01.12Z");
+        assert_eq!(ferrite_etcd_api::v2::format_time(1_795_644_001_000_000_000), "2026-11-25T22:00:01Z");
+        assert_eq!(ferrite_etcd_api::v2::format_time(951_782_400 * SECOND), "2000-02-29T00:00:00Z");
+        assert_eq!(ferrite_etcd_api::v2::format_time(-1), "1969-12-31T23:59:59.999999999Z");
     }
 
     #[test]
@@ -161,12 +126,17 @@ mod tests {
         let mut at: i64 = -5_000_000_000 * SECOND;
         while at < 9_000_000_000 * SECOND {
             let reference = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at)).unwrap();
-            let (y, m, d) = civil_from_days(at.div_euclid(SECOND).div_euclid(86_400));
-            assert_eq!(
-                (y, m, d),
-                (i64::from(reference.year()), i64::from(u8::from(reference.month())), i64::from(reference.day())),
-                "at {at}"
+            let printed = ferrite_etcd_api::v2::format_time(at);
+            let expected = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                reference.year(),
+                u8::from(reference.month()),
+                reference.day(),
+                reference.hour(),
+                reference.minute(),
+                reference.second()
             );
+            assert_eq!(&printed[..19], expected, "at {at}");
             at += 7_919 * 3_600 * SECOND + 123_456_789;
         }
     }
