@@ -71,28 +71,8 @@ enum SnapshotDataError {
 /// Why a snapshot cannot be built.
 #[derive(Debug, thiserror::Error)]
 enum BuildError {
-    #[error(transparent)]
-    Store(v2store::SnapshotError),
     #[error("cannot encode the snapshot")]
     Encode(#[source] postcard::Error),
-}
-
-/// The bytes of [`Store::snapshot`], which the v2 store's author is still
-/// deciding whether to make fallible. Delete this once it has settled.
-trait SnapshotBytes {
-    fn into_bytes(self) -> Result<Vec<u8>, v2store::SnapshotError>;
-}
-
-impl SnapshotBytes for Vec<u8> {
-    fn into_bytes(self) -> Result<Vec<u8>, v2store::SnapshotError> {
-        Ok(self)
-    }
-}
-
-impl SnapshotBytes for Result<Vec<u8>, v2store::SnapshotError> {
-    fn into_bytes(self) -> Result<Vec<u8>, v2store::SnapshotError> {
-        self
-    }
 }
 
 /// Everything applying the log builds.
@@ -164,7 +144,7 @@ impl State {
             members: &'a BTreeMap<NodeId, MemberAttributes>,
             store: &'a [u8],
         }
-        let store = self.store.snapshot().into_bytes().map_err(BuildError::Store)?;
+        let store = self.store.snapshot();
         let data = postcard::to_stdvec(&BodyRef {
             last_applied: &self.last_applied,
             last_membership: &self.last_membership,
