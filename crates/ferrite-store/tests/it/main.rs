@@ -2,6 +2,7 @@
 //! loopback, driven over their real HTTP APIs, with links cut through the
 //! raft network's fault table.
 
+mod cli;
 mod cluster;
 mod datadir;
 
