@@ -258,8 +258,14 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     let config = openraft::Config {
         cluster_name: settings.cluster_token.clone(),
         heartbeat_interval: heartbeat,
-        election_timeout_min: election,
-        election_timeout_max: election * 2,
+        // openraft's follower waits its leader lease (`election_timeout_max`)
+        // plus a random timeout in [min, max) after the last heartbeat
+        // before it campaigns, and refuses votes within the lease. etcd's
+        // --election-timeout is its lease (check-quorum), and it campaigns
+        // after a random [1, 2) election timeouts: max = E and min = E/2
+        // give [1.5E, 2E). (max = 2E waited 3E..4E: a 3-4 s failover.)
+        election_timeout_min: election / 2,
+        election_timeout_max: election,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 1024,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_count),

@@ -57,6 +57,9 @@ pub const DEFAULT_STEP_LIMIT: u64 = 5_000_000;
 /// How many linearized operations a [`Violation`] shows before the failure.
 const CONTEXT_OPS: usize = 6;
 
+/// How many candidate operations a [`Violation`]'s text lists.
+const CANDIDATES_SHOWN: usize = 12;
+
 /// What a client asked of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Input {
@@ -206,6 +209,8 @@ pub struct Violation {
     pub state: Option<String>,
     /// The operation that returned before it could be placed.
     pub overdue: Operation,
+    /// The operations that wrote the value it read or expected, if any.
+    pub writers: Vec<Operation>,
     /// The operations that could have come next, with why each could not.
     pub candidates: Vec<(Operation, String)>,
 }
@@ -223,9 +228,15 @@ impl fmt::Display for Violation {
         writeln!(f, "leaving the key {}.", describe_state(self.state.as_deref()))?;
         writeln!(f, "Next, this operation has returned and must already have taken effect:")?;
         writeln!(f, "  {}", self.overdue)?;
+        for op in &self.writers {
+            writeln!(f, "  (the value it names was written by: {op})")?;
+        }
         writeln!(f, "but no operation in flight at that point can come next:")?;
-        for (op, why) in &self.candidates {
+        for (op, why) in self.candidates.iter().take(CANDIDATES_SHOWN) {
             writeln!(f, "  {op}: {why}")?;
+        }
+        if self.candidates.len() > CANDIDATES_SHOWN {
+            writeln!(f, "  … and {} more", self.candidates.len() - CANDIDATES_SHOWN)?;
         }
         Ok(())
     }
@@ -496,7 +507,10 @@ impl<'a> KeySearch<'a> {
         let mut stack: Vec<(usize, State, Phase)> = Vec::new();
         let mut state: State = None;
         let mut phase = Phase::Known;
-        let mut deepest: Option<Box<Violation>> = None;
+        // The report is about the order placing the most operations of
+        // known outcome (those of unknown outcome only pad it).
+        let mut known_depth = 0usize;
+        let mut deepest: Option<(usize, Box<Violation>)> = None;
         let mut entry = self.entries[HEAD].next;
         let mut steps = 0u64;
         loop {
@@ -514,6 +528,7 @@ impl<'a> KeySearch<'a> {
                     linearized[op / 64] |= 1 << (op % 64);
                     if seen.insert((linearized.clone(), after)) {
                         stack.push((entry, state, phase));
+                        known_depth += usize::from(!self.unknown[op]);
                         state = after;
                         phase = Phase::Known;
                         self.lift(entry);
@@ -529,17 +544,18 @@ impl<'a> KeySearch<'a> {
             } else if phase == Phase::Known {
                 // Every known candidate failed: try those of unknown outcome
                 // invoked before this return.
+                if deepest.as_ref().is_none_or(|(best, _)| known_depth > *best) {
+                    deepest = Some((known_depth, self.explain(&stack, state, entry)));
+                }
                 phase = Phase::Unknown;
                 entry = self.entries[HEAD].next;
             } else {
-                let depth = stack.len();
-                if deepest.as_ref().is_none_or(|d| depth > d.linearized_count) {
-                    deepest = Some(self.explain(&stack, state, entry));
-                }
                 let Some((call, before, taken_in)) = stack.pop() else {
-                    return KeyVerdict::Violation(deepest.unwrap_or_else(|| self.explain(&stack, state, entry)));
+                    let report = deepest.map(|(_, v)| v);
+                    return KeyVerdict::Violation(report.unwrap_or_else(|| self.explain(&stack, state, entry)));
                 };
                 let op = self.entries[call].op;
+                known_depth -= usize::from(!self.unknown[op]);
                 linearized[op / 64] &= !(1 << (op % 64));
                 state = before;
                 phase = taken_in;
@@ -568,7 +584,23 @@ impl<'a> KeySearch<'a> {
             }
             e = next;
         }
+        let overdue_op = self.entries[overdue].op;
+        let named = match self.steps[overdue_op] {
+            Step::Read(Some(value)) | Step::Cas { expected: value, outcome: Outcome::Ok, .. } => Some(value),
+            _ => None,
+        };
+        let writers = (0..self.ops.len())
+            .filter(|op| {
+                let written = match self.steps[*op] {
+                    Step::Write(value) | Step::Cas { value, .. } | Step::Create { value, .. } => Some(value),
+                    _ => None,
+                };
+                named.is_some() && written == named
+            })
+            .map(|op| self.ops[op].clone())
+            .collect();
         Box::new(Violation {
+            writers,
             key: self.ops[self.entries[overdue].op].key.clone(),
             linearized_count: stack.len(),
             linearized_tail,
@@ -657,6 +689,7 @@ mod tests {
         assert_eq!(v.state.as_deref(), Some("b"));
         let text = v.to_string();
         assert!(text.contains("read = \"a\"") && text.contains("holding \"b\""), "{text}");
+        assert!(text.contains("written by: client 1 [0.000s..0.010s] write \"a\" ok"), "{text}");
     }
 
     #[test]

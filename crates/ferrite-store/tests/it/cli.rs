@@ -44,7 +44,7 @@ async fn etcd_environment_variables_configure_the_member() {
     assert_eq!(members["members"][0]["peerURLs"][0], peer_url.as_str());
     assert_eq!(members["members"][0]["clientURLs"][0], client_url.as_str());
     // The id is etcd's: derived from the peer URL and ETCD_INITIAL_CLUSTER_TOKEN.
-    let expected = ferrite_store::ids::member_id(&[peer_url.clone()], "env-token", None);
+    let expected = ferrite_store::ids::member_id(std::slice::from_ref(&peer_url), "env-token", None);
     assert_eq!(members["members"][0]["id"], format!("{expected:x}"));
     assert!(dir.path().join("ferrite/meta.json").exists(), "ETCD_DATA_DIR was not used");
 }

@@ -30,6 +30,15 @@ const FAILOVER_BOUND: Duration = Duration::from_secs(3);
 /// How long the linearizability test's clients run.
 const LINEARIZABILITY_RUN: Duration = Duration::from_secs(18);
 
+/// No test here may run longer than this, whatever hangs.
+const TEST_BOUND: Duration = Duration::from_secs(120);
+
+/// Runs a test body with [`TEST_BOUND`], so a hang fails instead of
+/// stalling the suite.
+async fn bounded(body: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::time::timeout(TEST_BOUND, body).await.with_context(|| format!("the test ran over {TEST_BOUND:?}"))?
+}
+
 async fn start(size: usize) -> Cluster {
     let kind = ServerKind::from_env(SUBJECT_VAR, ServerKind::Ferrite).unwrap();
     Cluster::builder(kind).members(size).ferrite_bin(env!("CARGO_BIN_EXE_ferrite-store")).start().await.unwrap()
@@ -173,7 +182,7 @@ fn acked_snapshot(acked: &Acked) -> BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_failover_loses_no_acknowledged_write() {
     let mut cluster = start(3).await;
-    leader_failover(&mut cluster).await.unwrap();
+    bounded(leader_failover(&mut cluster)).await.unwrap();
 }
 
 async fn leader_failover(cluster: &mut Cluster) -> Result<()> {
@@ -194,6 +203,9 @@ async fn leader_failover(cluster: &mut Cluster) -> Result<()> {
                 let (key, value) = (format!("failover/w{w}-{i:03}"), format!("value-{w}-{i}"));
                 if put_once(&client, &urls[(w + i) % urls.len()], &key, &value).await {
                     acked.lock().unwrap().insert(key, value);
+                } else {
+                    // Pace failures, so the load outlasts the election.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }));
@@ -207,6 +219,8 @@ async fn leader_failover(cluster: &mut Cluster) -> Result<()> {
     let acked_before_kill = acked.lock().unwrap().len();
     cluster.kill(leader)?;
     let killed = Instant::now();
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    eprintln!("killed the leader at unix time {:.3} (to compare with the members' logs)", wall.as_secs_f64());
 
     // Time until a write through a survivor succeeds again.
     let probe = http(Duration::from_millis(500));
@@ -265,7 +279,7 @@ async fn leader_failover(cluster: &mut Cluster) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_under_faults_are_linearizable() {
     let mut cluster = start(3).await;
-    linearizable_under_faults(&mut cluster).await.unwrap();
+    bounded(linearizable_under_faults(&mut cluster)).await.unwrap();
 }
 
 async fn linearizable_under_faults(cluster: &mut Cluster) -> Result<()> {
@@ -414,7 +428,7 @@ async fn perform(client: &reqwest::Client, base: &str, key: &str, input: &Input)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_cluster_restart_keeps_every_key() {
     let mut cluster = start(3).await;
-    full_restart(&mut cluster).await.unwrap();
+    bounded(full_restart(&mut cluster)).await.unwrap();
 }
 
 async fn full_restart(cluster: &mut Cluster) -> Result<()> {
@@ -455,7 +469,7 @@ async fn full_restart(cluster: &mut Cluster) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_change_under_write_load() {
     let mut cluster = start(3).await;
-    membership_under_load(&mut cluster).await.unwrap();
+    bounded(membership_under_load(&mut cluster)).await.unwrap();
 }
 
 async fn membership_under_load(cluster: &mut Cluster) -> Result<()> {
@@ -465,13 +479,14 @@ async fn membership_under_load(cluster: &mut Cluster) -> Result<()> {
     let endpoints: Arc<Mutex<Vec<String>>> =
         Arc::new(Mutex::new(cluster.members().iter().map(|m| m.client_url()).collect()));
     let stop = Arc::new(AtomicBool::new(false));
+    let attempted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let acked: Acked = Arc::default();
     // The order of acknowledgement, so "the latest key" is known.
     let latest: Arc<Mutex<Option<String>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (client, endpoints, stop, acked, latest) =
-            (client.clone(), endpoints.clone(), stop.clone(), acked.clone(), latest.clone());
+        let (client, endpoints, stop, acked, latest, attempted) =
+            (client.clone(), endpoints.clone(), stop.clone(), acked.clone(), latest.clone(), attempted.clone());
         writers.push(tokio::spawn(async move {
             for i in 0..WRITES_EACH {
                 if stop.load(Ordering::Relaxed) {
@@ -482,6 +497,7 @@ async fn membership_under_load(cluster: &mut Cluster) -> Result<()> {
                     endpoints[(w + i) % endpoints.len()].clone()
                 };
                 let (key, value) = (format!("members/w{w}-{i:04}"), format!("value-{w}-{i}"));
+                attempted.fetch_add(1, Ordering::Relaxed);
                 if put_once(&client, &base, &key, &value).await {
                     acked.lock().unwrap().insert(key.clone(), value);
                     *latest.lock().unwrap() = Some(key);
@@ -545,7 +561,9 @@ async fn membership_under_load(cluster: &mut Cluster) -> Result<()> {
     }
     let remaining: Vec<&str> =
         ["n1", "n2", "n3", "n4"].into_iter().filter(|name| *name != removed_name.as_str()).collect();
-    for url in endpoints.lock().unwrap().clone() {
+    // Not `for url in endpoints.lock()…`: the guard would live across the awaits.
+    let survivors = endpoints.lock().unwrap().clone();
+    for url in survivors {
         wait_member_names(&client, &url, &remaining).await?;
     }
     // Writes go on after the removal.
@@ -557,9 +575,10 @@ async fn membership_under_load(cluster: &mut Cluster) -> Result<()> {
     cluster.kill(removed)?;
     let acked = acked_snapshot(&acked);
     eprintln!(
-        "membership: {} writes acknowledged ({acked_before_add} before adding n4, {acked_before_remove} before \
+        "membership: {} of {} writes acknowledged ({acked_before_add} before adding n4, {acked_before_remove} before \
          removing {removed_name})",
-        acked.len()
+        acked.len(),
+        attempted.load(Ordering::Relaxed)
     );
     ensure!(acked.len() > acked_before_remove, "no write acknowledged after removing {removed_name}");
     ensure!(acked_before_remove > acked_before_add, "no write acknowledged while adding n4");
