@@ -17,6 +17,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod node;
+pub mod proposer;
 pub mod raft;
 pub mod server;
 pub mod v2store;

@@ -12,6 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
+use crate::proposer::Proposer;
 use crate::raft::network::{call, Encoding};
 use crate::raft::state_machine::SharedState;
 use crate::raft::types::{NodeId, PeerNode, Raft, Request, Response};
@@ -82,6 +83,7 @@ pub struct Node {
     /// Fired when this member sees itself removed from the cluster.
     pub removed: tokio::sync::Notify,
     http: reqwest::Client,
+    proposer: Proposer,
 }
 
 impl std::fmt::Debug for Node {
@@ -119,6 +121,7 @@ impl Node {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
+        let proposer = Proposer::spawn(raft.clone());
         Arc::new(Node {
             id,
             name,
@@ -132,6 +135,7 @@ impl Node {
             counters: Counters::default(),
             removed: tokio::sync::Notify::new(),
             http,
+            proposer,
         })
     }
 
@@ -271,15 +275,9 @@ impl Node {
 
     /// Proposes on this member, which believes it is the leader.
     /// `Err(NotLeader)` means nothing was proposed.
+    /// Goes through the [`Proposer`], which batches concurrent writes.
     pub async fn propose_local(&self, request: Request) -> Result<Result<Proposed, NodeError>, NotLeader> {
-        match self.raft.client_write(request).await {
-            Ok(resp) => Ok(Ok(Proposed { response: resp.data, log_index: resp.log_id.index })),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(NotLeader),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Ok(Err(NodeError::Internal(e.to_string())))
-            }
-            Err(RaftError::Fatal(f)) => Ok(Err(NodeError::Stopped(f.to_string()))),
-        }
+        self.proposer.propose(request).await
     }
 
     /// Serves a forwarded proposal on the leader.

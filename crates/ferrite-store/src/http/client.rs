@@ -183,7 +183,7 @@ async fn keys(node: Arc<Node>, req: Request, key: String) -> Response {
         KeysOp::Write(command) => match node.propose(RaftRequest::Keys(command)).await {
             Ok(proposed) => match proposed.response {
                 RaftResponse::Keys(result) => key_result(&node, result, no_value_on_success),
-                RaftResponse::Done => {
+                RaftResponse::Done | RaftResponse::Batch(_) => {
                     node_error(&node, &NodeError::Internal("a keys write applied with no answer".into()))
                 }
             },

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -32,6 +32,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/raft/members/add", post(member_add))
         .route("/raft/members/remove", post(member_remove))
         .route("/members", get(members))
+        // Raft's bodies (a batch of entries, a snapshot chunk of openraft's
+        // default 3 MiB) outgrow axum's 2 MiB default; peers are trusted,
+        // so allow up to the log's own record size limit.
+        .layer(DefaultBodyLimit::max(1 << 30))
         .with_state(node)
 }
 

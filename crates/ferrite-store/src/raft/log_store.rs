@@ -13,6 +13,12 @@
 //! Every write to `log` goes through one writer thread, in the order the
 //! raft core issued it. The thread writes whatever has queued up, fsyncs
 //! once (fdatasync), and only then completes the callbacks of that group.
+//! Writes nobody waits for (the commit point, a purge) are written but not
+//! fsynced on their own: the next write that is waited for, or the writer
+//! going idle for [`IDLE_SYNC`], syncs them. Losing them costs nothing but
+//! re-applying less on restart, and it halves the fsyncs per write (each
+//! commit would otherwise take one of its own, in the way of the next
+//! append's).
 //! A failed write truncates the file back to where it was and poisons the
 //! writer: every later write fails too, so the file never gets a hole.
 
@@ -42,6 +48,9 @@ const VOTE_KIND: FileKind = FileKind { magic: *b"FERRVOTE", version: 1, name: "v
 
 /// At most this many queued writes share one fsync.
 const MAX_GROUP: usize = 1024;
+/// Unsynced writes nobody waits for are synced after this long without
+/// any other write.
+const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
 /// Entries per `Append` record when compaction rewrites the log.
 const COMPACT_CHUNK: usize = 1024;
 
@@ -287,6 +296,7 @@ impl LogStore {
             path,
             file,
             len: good_end as u64,
+            unsynced: false,
             failed: None,
             _lock: lock_file,
             #[cfg(test)]
@@ -507,6 +517,11 @@ enum Done {
 }
 
 impl Done {
+    /// Whether the write must be on disk before this completes.
+    fn needs_sync(&self) -> bool {
+        !matches!(self, Done::Unawaited(_))
+    }
+
     fn complete(self, result: io::Result<()>) {
         match self {
             Done::Flushed(callback) => callback.log_io_completed(result),
@@ -565,8 +580,11 @@ struct Writer {
     dir: PathBuf,
     path: PathBuf,
     file: File,
-    /// The file's length: everything before it is written and synced.
+    /// The file's length: everything before it is written (complete
+    /// frames), and synced unless `unsynced`.
     len: u64,
+    /// Whether frames were written since the last fsync.
+    unsynced: bool,
     /// Set by the first failed write; every later write fails with it.
     failed: Option<(io::ErrorKind, String)>,
     /// Held for the directory lock; released when the thread ends.
@@ -577,7 +595,16 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Op>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            let next = if self.unsynced { rx.recv_timeout(IDLE_SYNC) } else { rx.recv().map_err(Into::into) };
+            let first = match next {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.sync_idle();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             let mut ops = vec![first];
             while ops.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -586,6 +613,19 @@ impl Writer {
                 }
             }
             self.handle(ops);
+        }
+        // Closed: leave nothing unsynced behind.
+        self.sync_idle();
+    }
+
+    /// Syncs writes nobody waited for.
+    fn sync_idle(&mut self) {
+        if !self.unsynced || self.failed.is_some() {
+            return;
+        }
+        match self.file.sync_data() {
+            Ok(()) => self.unsynced = false,
+            Err(e) => self.fail(&FileError::new("fsync", &self.path, e).into_io()),
         }
     }
 
@@ -633,7 +673,8 @@ impl Writer {
         if dones.is_empty() {
             return;
         }
-        let result = self.check().and_then(|()| self.append(bytes));
+        let sync = dones.iter().any(Done::needs_sync);
+        let result = self.check().and_then(|()| self.append(bytes, sync));
         if let Err(e) = &result {
             self.fail(e);
         }
@@ -647,13 +688,16 @@ impl Writer {
         bytes.clear();
     }
 
-    /// Appends and fdatasyncs; on failure, cuts the file back to its
-    /// length before, so a partial write never stays in front of later ones.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let result = self.write_all(bytes).and_then(|()| self.file.sync_data());
+    /// Appends and, with `sync`, fdatasyncs (it and every unsynced write
+    /// before it); on failure, cuts the file back to its length before, so
+    /// a partial write never stays in front of later ones.
+    fn append(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
+        let unsynced = self.unsynced || !bytes.is_empty();
+        let result = self.write_all(bytes).and_then(|()| if sync && unsynced { self.file.sync_data() } else { Ok(()) });
         match result {
             Ok(()) => {
                 self.len += bytes.len() as u64;
+                self.unsynced = unsynced && !sync;
                 Ok(())
             }
             Err(e) => {
@@ -719,6 +763,9 @@ impl Writer {
         // durable before any of them is acknowledged.
         self.file = new;
         self.len = file.len() as u64;
+        // The new file holds everything, synced; the old one's unsynced
+        // tail no longer matters.
+        self.unsynced = false;
         let synced = durable::sync_dir(&self.dir).map_err(FileError::into_io);
         match synced {
             Ok(()) => {

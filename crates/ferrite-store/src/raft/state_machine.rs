@@ -121,16 +121,27 @@ impl State {
         self.last_applied = Some(entry.log_id);
         match entry.payload {
             EntryPayload::Blank => Response::Done,
-            EntryPayload::Normal(Request::Keys(command)) => Response::Keys(self.store.apply(&command, now)),
-            EntryPayload::Normal(Request::PublishMember { id, name, client_urls }) => {
-                self.members.insert(id, MemberAttributes { name, client_urls });
-                Response::Done
-            }
+            EntryPayload::Normal(request) => self.apply_request(request, now),
             EntryPayload::Membership(membership) => {
                 // A removed member's attributes go with it, as in etcd.
                 self.members.retain(|id, _| membership.get_node(id).is_some());
                 self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                 Response::Done
+            }
+        }
+    }
+
+    fn apply_request(&mut self, request: Request, now: UnixNanos) -> Response {
+        match request {
+            Request::Keys(command) => Response::Keys(self.store.apply(&command, now)),
+            Request::PublishMember { id, name, client_urls } => {
+                self.members.insert(id, MemberAttributes { name, client_urls });
+                Response::Done
+            }
+            // In order, as if each had been its own entry: a later write in
+            // the batch sees the earlier ones.
+            Request::Batch(requests) => {
+                Response::Batch(requests.into_iter().map(|request| self.apply_request(request, now)).collect())
             }
         }
     }
@@ -503,6 +514,33 @@ mod tests {
         }
         assert!(matches!(&replies[1], Response::Keys(Err(_))), "{:?}", replies[1]);
         assert_eq!(get(&sm.shared(), "/message").as_deref(), Some("hello"));
+    }
+
+    #[tokio::test]
+    async fn a_batch_applies_in_order_and_answers_each_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let create = |value: &str| {
+            Request::Keys(Command::Create {
+                key: "/once".to_owned(),
+                dir: false,
+                value: value.to_owned(),
+                unique: false,
+                ttl: Ttl::default(),
+            })
+        };
+        let publish = Request::PublishMember { id: 2, name: "infra1".to_owned(), client_urls: Vec::new() };
+        let batch = Request::Batch(vec![create("first"), create("second"), publish]);
+        let replies = sm.apply(vec![normal(1, batch)]).await.unwrap();
+        let [Response::Batch(answers)] = &replies[..] else { panic!("a batch answered {replies:?}") };
+        assert_eq!(answers.len(), 3);
+        // The second create sees the first: applied in order, one by one.
+        assert!(matches!(&answers[0], Response::Keys(Ok(_))), "{:?}", answers[0]);
+        assert!(matches!(&answers[1], Response::Keys(Err(_))), "{:?}", answers[1]);
+        assert_eq!(answers[2], Response::Done);
+        assert_eq!(get(&sm.shared(), "/once").as_deref(), Some("first"));
+        assert_eq!(sm.shared().members()[&2].name, "infra1");
+        assert_eq!(sm.shared().last_applied(), Some(log_id(1, 1, 1)));
     }
 
     #[tokio::test]

@@ -31,6 +31,11 @@ pub enum Request {
     Keys(v2store::Command),
     /// A member announces its name and client URLs.
     PublishMember { id: NodeId, name: String, client_urls: Vec<String> },
+    /// Writes that queued up while earlier entries were in flight, proposed
+    /// as one log entry (group commit, see [`crate::proposer`]). Applied in
+    /// order; answered by a [`Response::Batch`] of the same length. Last
+    /// variant, so logs written before it existed still decode.
+    Batch(Vec<Request>),
 }
 
 /// The result of applying a log entry.
@@ -45,6 +50,8 @@ pub enum Response {
     /// Applied, with nothing to answer: blank and membership entries, and
     /// [`Request::PublishMember`].
     Done,
+    /// A [`Request::Batch`]: one answer per request, in order.
+    Batch(Vec<Response>),
 }
 
 openraft::declare_raft_types!(

@@ -56,6 +56,39 @@ async fn followers_forward_writes_and_quorum_reads_see_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_each_get_their_own_answer() {
+    // Many writes at once queue up on the leader and share log entries
+    // (group commit); each must still be answered with its own result.
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let http = reqwest::Client::new();
+    let writes = (0..64).map(|i| {
+        let http = http.clone();
+        // Half through the leader, half forwarded by followers.
+        let url = c.keys_url([leader, (leader + 1) % 3, leader, (leader + 2) % 3][i % 4], &format!("/many/k{i}"));
+        async move {
+            let (status, v) = body(http.put(&url).form(&[("value", format!("v{i}"))]).send().await.unwrap()).await;
+            (i, status, v)
+        }
+    });
+    for (i, status, v) in futures::future::join_all(writes).await {
+        assert_eq!(status, 201, "{v}");
+        assert_eq!(v["node"]["key"], format!("/many/k{i}"));
+        assert_eq!(v["node"]["value"], format!("v{i}"));
+    }
+    // Creating the same key twice at once: exactly one wins.
+    let creates = (0..8).map(|i| {
+        let http = http.clone();
+        let url = c.keys_url(leader, "/many/once?prevExist=false");
+        async move { http.put(&url).form(&[("value", format!("c{i}"))]).send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures::future::join_all(creates).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), 7, "{statuses:?}");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_keys_expire_on_every_member_by_the_leaders_clock() {
     let c = Cluster::start(3).await;
     c.wait_leader().await;
