@@ -55,6 +55,9 @@ enum Bench {
         /// Seconds per load.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Rounds per load; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Write the table into BENCHMARKS.md.
         #[arg(long)]
         write: bool,
@@ -76,10 +79,10 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             cluster::run(&root, size, check)
         }
-        Task::Bench { what: Bench::Store { seconds, write } } => {
+        Task::Bench { what: Bench::Store { seconds, rounds, write } } => {
             install_packages(HOST_PACKAGES)?;
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
-            bench::store(&root, seconds, write)
+            bench::store(&root, seconds, rounds.max(1), write)
         }
     }
 }
