@@ -229,10 +229,18 @@ async fn a_follower_far_behind_catches_up_from_a_snapshot_and_restarts_from_it()
         let resp = http.put(c.keys_url(leader, &format!("/s/{i}"))).form(&[("value", i.to_string())]).send().await;
         assert_eq!(resp.unwrap().status().as_u16(), 201);
     }
-    // The leader compacted its log past what the follower has.
-    let purged = c.node(leader).raft.metrics().borrow().purged.map_or(0, |l| l.index);
+    // The leader compacts its log past what the follower has (snapshots
+    // and purges run in the background, so give them a moment).
     let behind_at = c.node(behind).raft.metrics().borrow().last_log_index.unwrap_or(0);
-    assert!(purged > behind_at, "the leader kept its log (purged {purged}, follower at {behind_at})");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let purged = c.node(leader).raft.metrics().borrow().purged.map_or(0, |l| l.index);
+        if purged > behind_at {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the leader kept its log (purged {purged}, follower at {behind_at})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.heal();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
