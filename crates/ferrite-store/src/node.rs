@@ -518,15 +518,20 @@ impl Node {
         let mut metrics = self.raft.metrics();
         let mut last = metrics.borrow().current_leader;
         let mut was_member = false;
-        while metrics.changed().await.is_ok() {
-            let (now, is_member, committed) = {
+        // While this member sees itself being removed, it asks the members
+        // that stay every half second whether the removal went through.
+        let mut confirm = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let leaving_now = {
                 let m = metrics.borrow();
                 let config = m.membership_config.clone();
                 let membership = config.membership();
                 // Being removed shows as a joint configuration whose old
                 // side has this member as a voter and whose new side does
-                // not: the final configuration is never replicated to the
-                // member it leaves out, so this is the last word it gets.
+                // not. The final configuration is never replicated to the
+                // member it leaves out, and neither may be the commit of the
+                // joint one, so the member cannot learn the outcome from its
+                // own log: it asks the others (below).
                 let joint = membership.get_joint_config();
                 // A leader removing itself finishes the change first (it
                 // commits the final configuration), then stops.
@@ -536,23 +541,54 @@ impl Node {
                     && joint.last().is_some_and(|new| !new.contains(&self.id));
                 let is_member = !leaving && membership.nodes().any(|(id, _)| *id == self.id);
                 let committed = m.last_applied.is_some_and(|applied| config.log_id().is_some_and(|l| l <= applied));
-                (m.current_leader, is_member, committed)
-            };
-            if is_member {
-                was_member = true;
-            } else if was_member && committed {
-                tracing::warn!("the member has been permanently removed from the cluster; stopping");
-                self.removed.notify_one();
-                return;
-            }
-            if now != last {
-                if now.is_some() {
-                    self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+                let now = m.current_leader;
+                drop(m);
+                if is_member {
+                    was_member = true;
+                } else if was_member && committed && !leaving {
+                    tracing::warn!("the member has been permanently removed from the cluster; stopping");
+                    self.removed.notify_one();
+                    return;
                 }
-                tracing::info!(leader = ?now.map(|l| format!("{l:x}")), "leader changed");
-                last = now;
+                if now != last {
+                    if now.is_some() {
+                        self.counters.leader_changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::info!(leader = ?now.map(|l| format!("{l:x}")), "leader changed");
+                    last = now;
+                }
+                leaving.then(|| joint.last().cloned().unwrap_or_default())
+            };
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = confirm.tick(), if leaving_now.is_some() => {
+                    let staying = leaving_now.unwrap_or_default();
+                    if self.removal_confirmed(&staying).await {
+                        tracing::warn!("the member has been permanently removed from the cluster; stopping");
+                        self.removed.notify_one();
+                        return;
+                    }
+                }
             }
         }
+    }
+
+    /// Whether a member that stays in the cluster no longer lists this one.
+    async fn removal_confirmed(&self, staying: &BTreeSet<NodeId>) -> bool {
+        let members = self.raft_members();
+        for id in staying {
+            let Some(url) = members.get(id).and_then(|n| n.peer_urls.first()) else { continue };
+            let url = format!("{}/members", url.trim_end_matches('/'));
+            let Ok(resp) = self.http.get(&url).timeout(Duration::from_secs(1)).send().await else { continue };
+            let Ok(list) = resp.json::<Vec<v2::Member>>().await else { continue };
+            let me = v2::format_id(self.id);
+            return !list.iter().any(|m| m.id == me);
+        }
+        false
     }
 }
 
