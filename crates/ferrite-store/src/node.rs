@@ -13,7 +13,7 @@ use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
 use crate::proposer::Proposer;
-use crate::raft::network::{call, Encoding};
+use crate::raft::network::{call, Encoding, PeerStats};
 use crate::raft::state_machine::SharedState;
 use crate::raft::types::{NodeId, PeerNode, Raft, Request, Response};
 use crate::v2store::{Command, UnixNanos};
@@ -80,6 +80,8 @@ pub struct Node {
     pub state: SharedState,
     pub started: SystemTime,
     pub counters: Counters,
+    /// The leader's view of its AppendEntries to each follower.
+    pub peer_stats: PeerStats,
     /// Fired when this member sees itself removed from the cluster.
     pub removed: tokio::sync::Notify,
     http: reqwest::Client,
@@ -115,6 +117,7 @@ impl Node {
         cluster_token: String,
         raft: Raft,
         state: SharedState,
+        peer_stats: PeerStats,
     ) -> Arc<Node> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
@@ -133,6 +136,7 @@ impl Node {
             state,
             started: SystemTime::now(),
             counters: Counters::default(),
+            peer_stats,
             removed: tokio::sync::Notify::new(),
             http,
             proposer,

@@ -16,7 +16,7 @@ use crate::config::{ClusterState, InitialMember, Settings};
 use crate::ids;
 use crate::node::Node;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{Faults, Network};
+use crate::raft::network::{Faults, Network, PeerStats};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{NodeId, PeerNode, Raft};
 
@@ -276,7 +276,8 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         ..Default::default()
     };
     let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
-    let network = Network::new(id, embed.faults.clone());
+    let peer_stats = PeerStats::default();
+    let network = Network::new(id, embed.faults.clone(), peer_stats.clone());
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -289,6 +290,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         settings.cluster_token.clone(),
         raft.clone(),
         state,
+        peer_stats,
     );
 
     let mut servers = Vec::new();

@@ -373,7 +373,7 @@ fn stats_self(node: &Node, method: &Method) -> Response {
             "startTime": rfc3339(node.started),
         },
         "recvAppendRequestCnt": node.counters.recv_append.load(Ordering::Relaxed),
-        "sendAppendRequestCnt": 0,
+        "sendAppendRequestCnt": node.peer_stats.sent(),
     });
     respond(StatusCode::OK, JSON, go_json(&body))
 }
@@ -385,13 +385,21 @@ fn stats_leader(node: &Node, method: &Method) -> Response {
     if node.leader() != Some(node.id) {
         return http_error(StatusCode::FORBIDDEN, "not current leader");
     }
+    let stats = node.peer_stats.snapshot();
     let mut followers = serde_json::Map::new();
     for id in node.raft_members().keys().filter(|id| **id != node.id) {
+        let f = stats.get(id).copied().unwrap_or_default();
         followers.insert(
             v2::format_id(*id),
             serde_json::json!({
-                "latency": {"current": 0.0, "average": 0.0, "standardDeviation": 0.0, "minimum": 0.0, "maximum": 0.0},
-                "counts": {"fail": 0, "success": 0},
+                "latency": {
+                    "current": f.current_ms,
+                    "average": f.average_ms(),
+                    "standardDeviation": f.standard_deviation_ms(),
+                    "minimum": f.min_ms,
+                    "maximum": f.max_ms,
+                },
+                "counts": {"fail": f.fail, "success": f.success},
             }),
         );
     }

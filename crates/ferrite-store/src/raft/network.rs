@@ -65,23 +65,92 @@ impl Faults {
     }
 }
 
+/// What the leader saw of its AppendEntries calls to each follower, for
+/// `/v2/stats/leader` and `/v2/stats/self` (etcd's latency and counts).
+#[derive(Debug, Default, Clone)]
+pub struct PeerStats {
+    inner: Arc<Mutex<HashMap<NodeId, FollowerStats>>>,
+}
+
+/// Latency in milliseconds and counts of one follower's AppendEntries.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct FollowerStats {
+    pub success: u64,
+    pub fail: u64,
+    pub current_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    sum_ms: f64,
+    sum_sq_ms: f64,
+}
+
+impl FollowerStats {
+    pub fn average_ms(&self) -> f64 {
+        if self.success == 0 {
+            0.0
+        } else {
+            self.sum_ms / self.success as f64
+        }
+    }
+
+    pub fn standard_deviation_ms(&self) -> f64 {
+        if self.success == 0 {
+            return 0.0;
+        }
+        let mean = self.average_ms();
+        (self.sum_sq_ms / self.success as f64 - mean * mean).max(0.0).sqrt()
+    }
+}
+
+impl PeerStats {
+    fn record(&self, to: NodeId, elapsed: Option<Duration>) {
+        let mut table = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let s = table.entry(to).or_default();
+        match elapsed {
+            Some(d) => {
+                let ms = d.as_secs_f64() * 1000.0;
+                if s.success == 0 || ms < s.min_ms {
+                    s.min_ms = ms;
+                }
+                s.max_ms = s.max_ms.max(ms);
+                s.current_ms = ms;
+                s.sum_ms += ms;
+                s.sum_sq_ms += ms * ms;
+                s.success += 1;
+            }
+            None => s.fail += 1,
+        }
+    }
+
+    /// Every follower's figures.
+    pub fn snapshot(&self) -> HashMap<NodeId, FollowerStats> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// AppendEntries calls sent, answered or not.
+    pub fn sent(&self) -> u64 {
+        self.snapshot().values().map(|s| s.success + s.fail).sum()
+    }
+}
+
 /// Builds a client per peer; shares one HTTP connection pool.
 #[derive(Debug, Clone)]
 pub struct Network {
     me: NodeId,
     http: reqwest::Client,
     faults: Faults,
+    stats: PeerStats,
 }
 
 impl Network {
-    pub fn new(me: NodeId, faults: Faults) -> Network {
+    pub fn new(me: NodeId, faults: Faults, stats: PeerStats) -> Network {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Network { me, http, faults }
+        Network { me, http, faults, stats }
     }
 }
 
@@ -95,6 +164,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             base: node.peer_urls.first().map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_default(),
             http: self.http.clone(),
             faults: self.faults.clone(),
+            stats: self.stats.clone(),
         }
     }
 }
@@ -105,6 +175,7 @@ pub struct PeerClient {
     me: NodeId,
     target: NodeId,
     base: String,
+    stats: PeerStats,
     http: reqwest::Client,
     faults: Faults,
 }
@@ -249,7 +320,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        self.rpc("/raft/append", &rpc, &option).await
+        let started = std::time::Instant::now();
+        let answer = self.rpc("/raft/append", &rpc, &option).await;
+        self.stats.record(self.target, answer.is_ok().then(|| started.elapsed()));
+        answer
     }
 
     async fn install_snapshot(

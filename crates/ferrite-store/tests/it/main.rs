@@ -262,3 +262,32 @@ async fn a_follower_far_behind_catches_up_from_a_snapshot_and_restarts_from_it()
     }
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_and_self_stats_count_real_replication() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let resp = http.put(c.keys_url(leader, &format!("/st{i}"))).form(&[("value", "v")]).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+    let (status, v) = body(http.get(format!("{}/v2/stats/leader", c.client_url(leader))).send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    let followers = v["followers"].as_object().unwrap();
+    assert_eq!(followers.len(), 2, "{v}");
+    for (id, f) in followers {
+        assert!(f["counts"]["success"].as_u64().unwrap() > 0, "follower {id}: {f}");
+        let (min, avg, max) =
+            (f["latency"]["minimum"].as_f64(), f["latency"]["average"].as_f64(), f["latency"]["maximum"].as_f64());
+        assert!(min.unwrap() > 0.0 && min <= avg && avg <= max, "follower {id}: {f}");
+    }
+    let (_, me) = body(http.get(format!("{}/v2/stats/self", c.client_url(leader))).send().await.unwrap()).await;
+    assert!(me["sendAppendRequestCnt"].as_u64().unwrap() > 0, "{me}");
+    let follower = (leader + 1) % 3;
+    let (_, them) = body(http.get(format!("{}/v2/stats/self", c.client_url(follower))).send().await.unwrap()).await;
+    assert!(them["recvAppendRequestCnt"].as_u64().unwrap() > 0, "{them}");
+    let (status, _) = body(http.get(format!("{}/v2/stats/leader", c.client_url(follower))).send().await.unwrap()).await;
+    assert_eq!(status, 403, "a follower is not the current leader");
+    c.stop().await;
+}
