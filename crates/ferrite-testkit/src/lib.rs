@@ -21,3 +21,25 @@ mod process;
 pub use cluster::{Cluster, ClusterBuilder, Member, ServerKind, HEALTH_TIMEOUT};
 pub use ports::free_port;
 pub use process::Process;
+
+/// The command for a one-member cluster of `bin` (etcd's flags) on the
+/// given loopback ports, for tests that drive a single process by hand
+/// (start it, kill it, damage its data directory, start it again).
+pub fn solo_member_command(
+    bin: &std::path::Path,
+    data_dir: &std::path::Path,
+    client: u16,
+    peer: u16,
+) -> std::process::Command {
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("--name")
+        .arg("solo")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("solo={peer_url}")]);
+    cmd
+}

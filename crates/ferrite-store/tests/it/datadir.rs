@@ -10,17 +10,7 @@ use ferrite_testkit::free_port;
 const BIN: &str = env!("CARGO_BIN_EXE_ferrite-store");
 
 fn command(data_dir: &Path, client: u16, peer: u16) -> Command {
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--name")
-        .arg("solo")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("solo={peer_url}")]);
-    cmd
+    ferrite_testkit::solo_member_command(Path::new(BIN), data_dir, client, peer)
 }
 
 /// Runs the binary expecting it to exit by itself; returns its output.

@@ -39,16 +39,7 @@ impl Drop for SmallDisk {
 }
 
 fn start(data_dir: &Path, log: &Path, client: u16, peer: u16) -> Process {
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--name")
-        .arg("solo")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("solo={peer_url}")]);
+    let cmd = ferrite_testkit::solo_member_command(Path::new(BIN), data_dir, client, peer);
     Process::spawn("ferrite-store", cmd, log).unwrap()
 }
 
