@@ -145,10 +145,7 @@ impl Node {
 
     /// Why raft stopped, if it did.
     fn stop_reason(&self) -> String {
-        match &self.raft.metrics().borrow().running_state {
-            Ok(()) => "raft shut down".to_owned(),
-            Err(fatal) => fatal.to_string(),
-        }
+        crate::proposer::stop_reason(&self.raft)
     }
 
     /// The leader this member knows of, if any.

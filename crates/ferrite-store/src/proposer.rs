@@ -142,7 +142,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
 }
 
 /// Why raft stopped, from its metrics (e.g. the failed log write).
-fn stop_reason(raft: &Raft) -> String {
+pub(crate) fn stop_reason(raft: &Raft) -> String {
     match &raft.metrics().borrow().running_state {
         Ok(()) => "raft shut down".to_owned(),
         Err(fatal) => fatal.to_string(),
