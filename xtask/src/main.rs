@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cluster;
+mod docker;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "Ferrite's automation")]
@@ -65,8 +66,9 @@ enum Bench {
 }
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
-/// reference implementation, wrk for benchmarks.
-const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk"];
+/// reference implementation, wrk for benchmarks, the Docker engine for
+/// containers as stand-in machines.
+const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io"];
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -103,7 +105,8 @@ fn test(root: &Path, tier1_only: bool) -> Result<()> {
     step("tier 1: unit and in-process tests");
     run(root, "cargo", &["test", "--workspace"])?;
     if !tier1_only {
-        step("tier 2: system tests (real etcd, etcdctl, processes)");
+        step("tier 2: system tests (real etcd, etcdctl, Docker, processes)");
+        docker::ensure_engine()?;
         run(root, "cargo", &["build", "--workspace", "--bins"])?;
         // One test at a time: the fault tests measure failover and drive
         // clusters of real processes, and on 2 cores tests running beside
