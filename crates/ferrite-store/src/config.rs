@@ -27,25 +27,45 @@ pub struct Flags {
     #[arg(long, env = "ETCD_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// URLs to listen on for client traffic.
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379,http://localhost:4001")]
-    pub listen_client_urls: String,
+    /// URLs to listen on for client traffic [default: http://localhost:2379,http://localhost:4001].
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS")]
+    pub listen_client_urls: Option<String>,
 
-    /// This member's client URLs to advertise to the rest of the cluster.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379,http://localhost:4001")]
-    pub advertise_client_urls: String,
+    /// This member's client URLs to advertise to the rest of the cluster
+    /// [default: http://localhost:2379,http://localhost:4001].
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
+    pub advertise_client_urls: Option<String>,
 
-    /// URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380,http://localhost:7001")]
-    pub listen_peer_urls: String,
+    /// URLs to listen on for peer traffic [default: http://localhost:2380,http://localhost:7001].
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS")]
+    pub listen_peer_urls: Option<String>,
 
-    /// This member's peer URLs to advertise to the rest of the cluster.
-    #[arg(
-        long,
-        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
-        default_value = "http://localhost:2380,http://localhost:7001"
-    )]
-    pub initial_advertise_peer_urls: String,
+    /// This member's peer URLs to advertise to the rest of the cluster
+    /// [default: http://localhost:2380,http://localhost:7001].
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS")]
+    pub initial_advertise_peer_urls: Option<String>,
+
+    /// DEPRECATED (etcd 0.4): the client address to advertise, host:port.
+    /// Use --advertise-client-urls. Without --bind-addr or
+    /// --listen-client-urls, clients are served on every interface at its port.
+    #[arg(long, env = "ETCD_ADDR")]
+    pub addr: Option<String>,
+
+    /// DEPRECATED (etcd 0.4): the client address to listen on, host:port.
+    /// Use --listen-client-urls.
+    #[arg(long, env = "ETCD_BIND_ADDR")]
+    pub bind_addr: Option<String>,
+
+    /// DEPRECATED (etcd 0.4): the peer address to advertise, host:port.
+    /// Use --initial-advertise-peer-urls. Without --peer-bind-addr or
+    /// --listen-peer-urls, peers are served on every interface at its port.
+    #[arg(long, env = "ETCD_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+
+    /// DEPRECATED (etcd 0.4): the peer address to listen on, host:port.
+    /// Use --listen-peer-urls.
+    #[arg(long, env = "ETCD_PEER_BIND_ADDR")]
+    pub peer_bind_addr: Option<String>,
 
     /// Initial cluster configuration for bootstrapping: name=url,...
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
@@ -159,8 +179,67 @@ pub enum ConfigError {
     DiscoveryFallback { value: String },
     #[error("--initial-cluster and --discovery are mutually exclusive; choose one")]
     ClusterAndDiscovery,
+    #[error("--{flag}: {value:?} is not host:port")]
+    Addr { flag: &'static str, value: String },
+    #[error("set only one of flags --{urls} and --{addr}")]
+    AddrAndUrls { urls: &'static str, addr: &'static str },
     #[error("--election-timeout ({election} ms) must be at least 5 times --heartbeat-interval ({heartbeat} ms)")]
     Timeouts { election: u64, heartbeat: u64 },
+}
+
+const DEFAULT_CLIENT_URLS: &str = "http://localhost:2379,http://localhost:4001";
+const DEFAULT_PEER_URLS: &str = "http://localhost:2380,http://localhost:7001";
+
+/// The URLs of one side (clients or peers), from the URL flags or from
+/// etcd 0.4's address flags, which configs written for CoreOS still use
+/// (`coreos.etcd.addr: $private_ipv4:4001`).
+struct Side<'a> {
+    listen: (&'static str, &'a Option<String>),
+    advertise: (&'static str, &'a Option<String>),
+    addr: (&'static str, &'a Option<String>),
+    bind_addr: (&'static str, &'a Option<String>),
+    default_urls: &'static str,
+}
+
+impl Side<'_> {
+    /// `(listen URLs, advertised URLs)`. As etcd 2 did, an address flag
+    /// and its URL flag together are an error; as etcd 0.4 did, an
+    /// advertised address alone means listening on every interface at its
+    /// port.
+    fn urls(&self) -> Result<(String, String), ConfigError> {
+        let addr = self.addr.1.as_deref().map(|a| host_port(self.addr.0, a)).transpose()?;
+        let bind = self.bind_addr.1.as_deref().map(|a| host_port(self.bind_addr.0, a)).transpose()?;
+        for ((urls_flag, urls), (addr_flag, addr)) in
+            [(self.advertise, (self.addr.0, &addr)), (self.listen, (self.bind_addr.0, &bind))]
+        {
+            if urls.is_some() && addr.is_some() {
+                return Err(ConfigError::AddrAndUrls { urls: urls_flag, addr: addr_flag });
+            }
+        }
+        let advertise = match (self.advertise.1, &addr) {
+            (Some(urls), _) => urls.clone(),
+            (None, Some((host, port))) => format!("http://{host}:{port}"),
+            (None, None) => self.default_urls.to_owned(),
+        };
+        let listen = match (self.listen.1, &bind, &addr) {
+            (Some(urls), _, _) => urls.clone(),
+            (None, Some((host, port)), _) => format!("http://{host}:{port}"),
+            (None, None, Some((_, port))) => format!("http://0.0.0.0:{port}"),
+            (None, None, None) => self.default_urls.to_owned(),
+        };
+        Ok((listen, advertise))
+    }
+}
+
+/// Splits `host:port` (`[v6]:port` too), as Go's `net.SplitHostPort`.
+fn host_port(flag: &'static str, value: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || ConfigError::Addr { flag, value: value.to_owned() };
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']'))) {
+        return Err(bad());
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// Go flags also accept a single dash (`-name`); clap wants two.
@@ -242,7 +321,23 @@ pub fn parse_initial_cluster(value: &str) -> Result<Vec<InitialMember>, ConfigEr
 impl Flags {
     /// Validates the flags into settings, naming the flag at fault.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let advertise_peer_urls = parse_urls("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        let (listen_client_urls, advertise_client_urls) = Side {
+            listen: ("listen-client-urls", &self.listen_client_urls),
+            advertise: ("advertise-client-urls", &self.advertise_client_urls),
+            addr: ("addr", &self.addr),
+            bind_addr: ("bind-addr", &self.bind_addr),
+            default_urls: DEFAULT_CLIENT_URLS,
+        }
+        .urls()?;
+        let (listen_peer_urls, advertise_peer_urls) = Side {
+            listen: ("listen-peer-urls", &self.listen_peer_urls),
+            advertise: ("initial-advertise-peer-urls", &self.initial_advertise_peer_urls),
+            addr: ("peer-addr", &self.peer_addr),
+            bind_addr: ("peer-bind-addr", &self.peer_bind_addr),
+            default_urls: DEFAULT_PEER_URLS,
+        }
+        .urls()?;
+        let advertise_peer_urls = parse_urls("initial-advertise-peer-urls", &advertise_peer_urls)?;
         let cluster_state = match self.initial_cluster_state.as_str() {
             "new" => ClusterState::New,
             "existing" => ClusterState::Existing,
@@ -278,13 +373,13 @@ impl Flags {
         if self.election_timeout < 5 * self.heartbeat_interval {
             return Err(ConfigError::Timeouts { election: self.election_timeout, heartbeat: self.heartbeat_interval });
         }
-        let listen_client_urls = parse_urls("listen-client-urls", &self.listen_client_urls)?;
-        let listen_peer_urls = parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let listen_client_urls = parse_urls("listen-client-urls", &listen_client_urls)?;
+        let listen_peer_urls = parse_urls("listen-peer-urls", &listen_peer_urls)?;
         Ok(Settings {
             name: self.name.clone(),
             data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
             listen_client: resolve("listen-client-urls", &listen_client_urls)?,
-            advertise_client_urls: parse_urls("advertise-client-urls", &self.advertise_client_urls)?,
+            advertise_client_urls: parse_urls("advertise-client-urls", &advertise_client_urls)?,
             listen_peer: resolve("listen-peer-urls", &listen_peer_urls)?,
             advertise_peer_urls,
             initial_cluster,
@@ -310,10 +405,10 @@ mod tests {
 
     #[test]
     fn etcds_defaults_include_the_legacy_ports() {
-        let f = flags(&[]);
-        assert_eq!(f.listen_client_urls, "http://localhost:2379,http://localhost:4001");
-        assert_eq!(f.listen_peer_urls, "http://localhost:2380,http://localhost:7001");
-        let s = f.settings().unwrap();
+        let s = flags(&[]).settings().unwrap();
+        assert_eq!(s.advertise_client_urls, ["http://localhost:2379", "http://localhost:4001"]);
+        assert_eq!(s.advertise_peer_urls, ["http://localhost:2380", "http://localhost:7001"]);
+        assert_eq!(s.listen_peer.iter().map(|a| a.port()).collect::<Vec<_>>(), vec![2380, 7001]);
         assert_eq!(s.data_dir, PathBuf::from("default.etcd"));
         assert_eq!(s.listen_client.iter().map(|a| a.port()).collect::<Vec<_>>(), vec![2379, 4001]);
         assert_eq!(s.initial_cluster.len(), 1);
@@ -354,5 +449,46 @@ mod tests {
         assert!(err.contains("\"old\""), "{err}");
         let err = flags(&["--initial-cluster", "justaname"]).settings().unwrap_err().to_string();
         assert!(err.contains("justaname"), "{err}");
+    }
+
+    #[test]
+    fn etcd_0_4_addresses_advertise_and_listen_on_every_interface() {
+        // What coreos-cloudinit writes for `coreos.etcd.addr` / `peer-addr`.
+        let s = flags(&["--addr", "10.0.0.5:4001", "--peer-addr", "10.0.0.5:7001"]).settings().unwrap();
+        assert_eq!(s.advertise_client_urls, ["http://10.0.0.5:4001"]);
+        assert_eq!(s.listen_client, ["0.0.0.0:4001".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.advertise_peer_urls, ["http://10.0.0.5:7001"]);
+        assert_eq!(s.listen_peer, ["0.0.0.0:7001".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.initial_cluster[0].peer_urls, ["http://10.0.0.5:7001"]);
+    }
+
+    #[test]
+    fn a_bind_address_narrows_what_is_listened_on() {
+        let s = flags(&["-addr", "10.0.0.5:4001", "-bind-addr", "127.0.0.1:4001"]).settings().unwrap();
+        assert_eq!(s.advertise_client_urls, ["http://10.0.0.5:4001"]);
+        assert_eq!(s.listen_client, ["127.0.0.1:4001".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn an_address_and_its_url_flag_together_are_refused() {
+        let err = flags(&["--addr", "10.0.0.5:4001", "--advertise-client-urls", "http://10.0.0.5:2379"])
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "set only one of flags --advertise-client-urls and --addr");
+        let err = flags(&["--peer-bind-addr", "0.0.0.0:7001", "--listen-peer-urls", "http://0.0.0.0:2380"])
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "set only one of flags --listen-peer-urls and --peer-bind-addr");
+    }
+
+    #[test]
+    fn an_address_without_a_port_is_refused_naming_the_flag() {
+        let err = flags(&["--peer-addr", "10.0.0.5"]).settings().unwrap_err().to_string();
+        assert_eq!(err, "--peer-addr: \"10.0.0.5\" is not host:port");
+        let err = flags(&["--addr", "::1:4001"]).settings().unwrap_err().to_string();
+        assert!(err.starts_with("--addr:"), "{err}");
+        assert!(flags(&["--addr", "[::1]:4001"]).settings().is_ok());
     }
 }

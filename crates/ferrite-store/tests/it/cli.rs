@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrite_testkit::free_port;
+use ferrite_testkit::{free_port, Process};
 
 #[tokio::test]
 async fn etcd_environment_variables_configure_the_member() {
@@ -26,19 +26,7 @@ async fn etcd_environment_variables_configure_the_member() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let members = loop {
-        let resp = http.get(format!("{client_url}/v2/members")).send().await;
-        if let Ok(resp) = resp {
-            let v: serde_json::Value = resp.json().await.unwrap();
-            if v["members"][0]["name"] == "from-env" {
-                break v;
-            }
-        }
-        assert!(Instant::now() < deadline, "the member never came up under its ETCD_NAME");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let members = first_member_named(&client_url, "from-env").await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(members["members"][0]["peerURLs"][0], peer_url.as_str());
@@ -47,4 +35,39 @@ async fn etcd_environment_variables_configure_the_member() {
     let expected = ferrite_store::ids::member_id(std::slice::from_ref(&peer_url), "env-token", None);
     assert_eq!(members["members"][0]["id"], format!("{expected:x}"));
     assert!(dir.path().join("ferrite/meta.json").exists(), "ETCD_DATA_DIR was not used");
+}
+
+/// etcd 0.4's address variables, which cloud-config's `coreos.etcd.addr`
+/// and `peer-addr` become: advertised as given, served on every interface.
+#[tokio::test]
+async fn etcd_0_4_address_variables_configure_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port().unwrap(), free_port().unwrap());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrite-store"));
+    command
+        .env("ETCD_NAME", "legacy")
+        .env("ETCD_DATA_DIR", dir.path().join("data"))
+        .env("ETCD_ADDR", format!("127.0.0.1:{client}"))
+        .env("ETCD_PEER_ADDR", format!("127.0.0.1:{peer}"));
+    // Killed and reaped on drop, even when an assertion fails.
+    let _member = Process::spawn("legacy", command, &dir.path().join("legacy.log")).unwrap();
+    let members = first_member_named(&format!("http://127.0.0.1:{client}"), "legacy").await;
+    assert_eq!(members["members"][0]["clientURLs"], serde_json::json!([format!("http://127.0.0.1:{client}")]));
+    assert_eq!(members["members"][0]["peerURLs"], serde_json::json!([format!("http://127.0.0.1:{peer}")]));
+}
+
+/// Polls `/v2/members` until the first member carries `name`.
+async fn first_member_named(client_url: &str, name: &str) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(resp) = http.get(format!("{client_url}/v2/members")).send().await {
+            let v: serde_json::Value = resp.json().await.unwrap();
+            if v["members"][0]["name"] == name {
+                return v;
+            }
+        }
+        assert!(Instant::now() < deadline, "no member named {name} came up at {client_url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
