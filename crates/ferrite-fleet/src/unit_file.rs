@@ -233,7 +233,7 @@ impl<'a> Lexer<'a> {
 
     /// Reads to the end of the line (or file); the line break is consumed
     /// and dropped, with a `\r` before it. Returns `(line, at end of file)`.
-    fn to_eol(&mut self) -> (&'a str, bool) {
+    fn read_line(&mut self) -> (&'a str, bool) {
         let rest = &self.text[self.pos..];
         let (line, eof) = match rest.find('\n') {
             Some(i) => {
@@ -252,7 +252,7 @@ impl<'a> Lexer<'a> {
     /// Skips a comment line and the lines it continues onto.
     fn ignore_line(&mut self) {
         loop {
-            let (line, eof) = self.to_eol();
+            let (line, eof) = self.read_line();
             if eof || !line.strip_suffix(' ').unwrap_or(line).ends_with('\\') {
                 return;
             }
@@ -283,7 +283,7 @@ impl<'a> Lexer<'a> {
             self.pos += c.len_utf8();
         }
         let line = self.line;
-        let (garbage, _) = self.to_eol();
+        let (garbage, _) = self.read_line();
         let garbage = garbage.trim();
         if !garbage.is_empty() {
             // go-systemd names the previous section here (a quirk kept for
@@ -331,7 +331,7 @@ impl<'a> Lexer<'a> {
         let name = name.trim().to_owned();
         let mut value = String::new();
         loop {
-            let (line, eof) = self.to_eol();
+            let (line, eof) = self.read_line();
             if line.trim().is_empty() {
                 break;
             }
