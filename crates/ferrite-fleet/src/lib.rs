@@ -12,5 +12,6 @@
 
 pub mod glob;
 pub mod job;
+pub mod placement;
 pub mod unit_file;
 pub mod unit_name;
