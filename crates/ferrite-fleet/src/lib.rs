@@ -12,6 +12,8 @@
 
 pub mod glob;
 pub mod job;
+pub mod page;
 pub mod placement;
+pub mod schema;
 pub mod unit_file;
 pub mod unit_name;
