@@ -10,6 +10,7 @@
 //! (`[X-Fleet]` requirements and their validation) and [`glob`] (Go's
 //! `path.Match`, which `Conflicts=` and `Replaces=` use).
 
+pub mod config;
 pub mod glob;
 pub mod job;
 pub mod page;
