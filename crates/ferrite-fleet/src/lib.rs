@@ -16,5 +16,6 @@ pub mod job;
 pub mod page;
 pub mod placement;
 pub mod schema;
+pub mod table;
 pub mod unit_file;
 pub mod unit_name;
