@@ -15,6 +15,7 @@ pub mod glob;
 pub mod job;
 pub mod page;
 pub mod placement;
+pub mod registry;
 pub mod schema;
 pub mod table;
 pub mod unit_file;

@@ -1,0 +1,4 @@
+//! Tier 1: the registry against a real ferrite-store member, in process.
+
+mod registry;
+mod store;
