@@ -583,6 +583,17 @@ impl Registry {
         Ok(out)
     }
 
+    /// Every machine's plan, by machine.
+    pub async fn plans(&self) -> Result<BTreeMap<String, BTreeMap<String, PlanEntry>>, RegistryError> {
+        let recursive = GetOptions { recursive: true, sorted: true, quorum: true };
+        let root = match self.client.get(&self.key(&["plan"]), &recursive).await {
+            Ok(response) => response.event.node,
+            Err(e) if is(&e, ErrorCode::KeyNotFound) => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e.into()),
+        };
+        children(&root).iter().map(|dir| Ok((base(dir).to_owned(), Self::parse_plan(Some(dir))?))).collect()
+    }
+
     /// One machine's plan and the index it was read at (to watch on from).
     pub async fn plan(&self, machine: &str) -> Result<(BTreeMap<String, PlanEntry>, u64), RegistryError> {
         let recursive = GetOptions { recursive: true, sorted: true, quorum: true };
