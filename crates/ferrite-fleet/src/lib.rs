@@ -10,6 +10,7 @@
 //! (`[X-Fleet]` requirements and their validation) and [`glob`] (Go's
 //! `path.Match`, which `Conflicts=` and `Replaces=` use).
 
+pub mod agent;
 pub mod config;
 pub mod engine;
 pub mod glob;
