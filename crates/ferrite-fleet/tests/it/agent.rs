@@ -88,7 +88,7 @@ async fn agents_run_what_the_engine_planned_and_publish_states() {
     // A clean stop purges: units unloaded, machines withdrawn.
     stop.send(true).unwrap();
     a1.await.unwrap().unwrap();
-    a2.await.unwrap();
+    a2.await.unwrap().unwrap();
     engine.await.unwrap();
     assert!(m1.files().is_empty() && m2.files().is_empty());
     assert!(registry.machines().await.unwrap().is_empty());
