@@ -11,6 +11,7 @@
 //! `path.Match`, which `Conflicts=` and `Replaces=` use).
 
 pub mod agent;
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod glob;

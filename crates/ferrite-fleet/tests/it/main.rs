@@ -1,6 +1,7 @@
 //! Tier 1: the registry against a real ferrite-store member, in process.
 
 mod agent;
+mod api;
 mod engine;
 mod fake_systemd;
 mod registry;
