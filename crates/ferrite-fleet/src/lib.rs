@@ -14,6 +14,7 @@ pub mod agent;
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod fleetctl;
 pub mod glob;
 pub mod job;
 pub mod page;
