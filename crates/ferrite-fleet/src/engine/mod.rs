@@ -20,6 +20,9 @@ use tokio::sync::Notify;
 use crate::registry::{Lease, Registry, RegistryError};
 use reconcile::{reconcile, Action, ClusterView};
 
+/// Writes the engine keeps in flight at once.
+const CONCURRENT_WRITES: usize = 64;
+
 /// The lease's name in the store, fleet's.
 pub const LEASE_NAME: &str = "engine-leader";
 
@@ -116,10 +119,7 @@ impl Engine {
             machines: self.registry.machines().await?,
             plans: self.registry.plans().await?,
         };
-        let actions = reconcile(&view);
-        for action in actions {
-            self.apply(action).await?;
-        }
+        self.apply_all(reconcile(&view)).await?;
         Ok(true)
     }
 
@@ -154,6 +154,26 @@ impl Engine {
             Some(lease) => self.lease = Some(lease),
         }
         Ok(self.is_leader())
+    }
+
+    /// Carries out a pass's actions in three phases, each phase's writes
+    /// concurrently (they touch different keys), so a burst of placements
+    /// is committed in batches rather than one write after another:
+    /// units leave machines, then units are placed, then plans follow.
+    async fn apply_all(&self, actions: Vec<Action>) -> Result<(), RegistryError> {
+        let (unschedules, rest): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(|a| matches!(a, Action::Unschedule { .. }));
+        let (schedules, plans): (Vec<Action>, Vec<Action>) =
+            rest.into_iter().partition(|a| matches!(a, Action::Schedule { .. }));
+        for phase in [unschedules, schedules, plans] {
+            let results: Vec<Result<(), RegistryError>> =
+                futures::stream::iter(phase.into_iter().map(|action| self.apply(action)))
+                    .buffer_unordered(CONCURRENT_WRITES)
+                    .collect()
+                    .await;
+            results.into_iter().collect::<Result<(), RegistryError>>()?;
+        }
+        Ok(())
     }
 
     async fn apply(&self, action: Action) -> Result<(), RegistryError> {
