@@ -6,6 +6,7 @@
 //! agent does no work: no polling of the store, no polling of systemd.
 //! A full pass also runs every [`AgentSettings::resync`] as a safety net.
 
+pub mod memory;
 pub mod reconcile;
 
 use std::collections::BTreeMap;

@@ -9,8 +9,8 @@ use ferrite_fleet::engine::{Engine, EngineSettings};
 use ferrite_fleet::registry::{MachineState, Registry, TargetState};
 use ferrite_fleet::unit_file::UnitFile;
 
-use crate::fake_systemd::FakeSystemd;
 use crate::store::Store;
+use ferrite_fleet::agent::memory::MemoryUnits;
 
 fn settings(id: &str) -> AgentSettings {
     AgentSettings {
@@ -32,7 +32,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 async fn agents_run_what_the_engine_planned_and_publish_states() {
     let store = Store::start().await;
     let registry = Registry::new(store.client(), "/_coreos.com/fleet/");
-    let (m1, m2) = (FakeSystemd::new(), FakeSystemd::new());
+    let (m1, m2) = (MemoryUnits::new(), MemoryUnits::new());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -98,7 +98,7 @@ async fn agents_run_what_the_engine_planned_and_publish_states() {
 async fn a_restarted_agent_takes_its_units_over_without_stopping_them() {
     let store = Store::start().await;
     let registry = Registry::new(store.client(), "/_coreos.com/fleet/");
-    let systemd = FakeSystemd::new();
+    let systemd = MemoryUnits::new();
     let unit = UnitFile::parse("[Service]\nExecStart=/bin/sleep 1000\n").unwrap();
     registry.create_unit("a.service", &unit, TargetState::Launched).await.unwrap();
     let entry = ferrite_fleet::registry::PlanEntry { hash: unit.hash(), target_state: TargetState::Launched };

@@ -10,8 +10,8 @@ use ferrite_fleet::engine::{Engine, EngineSettings};
 use ferrite_fleet::fleetctl::{run, Cli, Io};
 use ferrite_fleet::registry::{MachineState, Registry};
 
-use crate::fake_systemd::FakeSystemd;
 use crate::store::Store;
+use ferrite_fleet::agent::memory::MemoryUnits;
 
 struct Cluster {
     endpoint: String,
@@ -33,7 +33,7 @@ async fn cluster() -> Cluster {
             ttl: Duration::from_secs(10),
             resync: Duration::from_secs(60),
         };
-        tokio::spawn(Agent::new(registry.clone(), settings, FakeSystemd::new()).run(until(stopped.clone())));
+        tokio::spawn(Agent::new(registry.clone(), settings, MemoryUnits::new()).run(until(stopped.clone())));
     }
     let engine =
         EngineSettings { machine_id: "aaaaaaaaaaaa0001".into(), interval: Duration::from_millis(200), watches: true };

@@ -3,7 +3,6 @@
 mod agent;
 mod api;
 mod engine;
-mod fake_systemd;
 mod fleetctl;
 mod registry;
 mod store;

@@ -1,13 +1,14 @@
-//! A systemd stand-in for tier-1 agent tests: it keeps unit files and
-//! running units in memory, records every call and announces changes.
-//! (The system tier drives the real systemd over D-Bus.)
+//! An in-memory [`UnitManager`]: unit files and running units kept in
+//! memory, every call recorded, changes announced. It stands in for
+//! systemd where many agents are simulated in one process (the scale
+//! benchmark) and in tier-1 tests; it is never what a machine runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use ferrite_fleet::agent::{SystemdState, UnitManager};
-use ferrite_fleet::unit_file::{UnitFile, UnitHash};
+use crate::agent::{SystemdState, UnitManager};
+use crate::unit_file::{UnitFile, UnitHash};
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 
@@ -19,14 +20,20 @@ struct Inner {
 }
 
 #[derive(Debug, Clone)]
-pub struct FakeSystemd {
+pub struct MemoryUnits {
     inner: Arc<Mutex<Inner>>,
     changed: broadcast::Sender<()>,
 }
 
-impl FakeSystemd {
-    pub fn new() -> FakeSystemd {
-        FakeSystemd { inner: Arc::default(), changed: broadcast::channel(64).0 }
+impl Default for MemoryUnits {
+    fn default() -> MemoryUnits {
+        MemoryUnits::new()
+    }
+}
+
+impl MemoryUnits {
+    pub fn new() -> MemoryUnits {
+        MemoryUnits { inner: Arc::default(), changed: broadcast::channel(64).0 }
     }
 
     pub fn running(&self) -> BTreeSet<String> {
@@ -50,7 +57,7 @@ impl FakeSystemd {
     }
 }
 
-impl UnitManager for FakeSystemd {
+impl UnitManager for MemoryUnits {
     type Error = Infallible;
 
     async fn local_units(&self) -> Result<BTreeMap<String, UnitHash>, Infallible> {
