@@ -93,16 +93,72 @@ pub fn store(root: &Path, seconds: u32, rounds: usize, write: bool) -> Result<()
     let table = render(&rows, seconds, rounds, &samples);
     println!("{table}");
     if write {
-        let path = root.join("BENCHMARKS.md");
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let start = "<!-- bench store: begin -->";
-        let end = "<!-- bench store: end -->";
-        let section = format!("{start}\n{table}\n{end}");
-        let new = match (old.find(start), old.find(end)) {
-            (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
-            _ => format!("{old}\n{section}\n"),
-        };
-        std::fs::write(&path, new).with_context(|| format!("cannot write {}", path.display()))?;
+        write_section(root, "store", &table)?;
+    }
+    Ok(())
+}
+
+/// Replaces the section between `<!-- bench NAME: begin -->` and its end
+/// marker in BENCHMARKS.md (appending it the first time).
+pub fn write_section(root: &Path, name: &str, text: &str) -> Result<()> {
+    let path = root.join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let start = format!("<!-- bench {name}: begin -->");
+    let end = format!("<!-- bench {name}: end -->");
+    let section = format!("{start}\n{text}\n{end}");
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
+        _ => format!("{old}\n{section}\n"),
+    };
+    std::fs::write(&path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `cargo xtask bench fleet`: the scheduler at scale against a 3-member
+/// ferrite-store cluster (the `fleet-scale` example of ferrite-fleet:
+/// the real engine, simulated agents, a burst of units).
+pub fn fleet(root: &Path, machines: usize, units: usize, write: bool) -> Result<()> {
+    let store = LocalCluster::start(
+        &root.join("target/release/ferrite-store"),
+        &[],
+        3,
+        23379,
+        &root.join("target/bench/fleet-store"),
+    )?;
+    eprintln!("==> {machines} simulated machines, a burst of {units} units");
+    let output = Command::new(root.join("target/release/examples/fleet-scale"))
+        .args(["--endpoints", &store.endpoints_arg()])
+        .args(["--machines", &machines.to_string(), "--units", &units.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run the fleet-scale example")?;
+    if !output.status.success() {
+        bail!("fleet-scale failed: {}", output.status);
+    }
+    let report = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let number = |key: &str| -> String {
+        let pattern = format!("\"{key}\":");
+        report
+            .split(&pattern)
+            .nth(1)
+            .map(|rest| rest.split([',', '}']).next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| "?".to_owned())
+    };
+    let table = format!(
+        "Command: `cargo xtask bench fleet --machines {machines} --units {units}` (3-member ferrite-store on loopback, \
+         fsync on; the real engine on its own thread; {machines} agents, the real agent code over in-memory unit \
+         managers, in one process).\n\n\
+         | machines | units | burst submitted (s) | all launched after (s) | store requests/s | engine CPU (s) | harness max RSS (MiB) |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n\
+         | {machines} | {units} | {} | {} | {} | {} | {} |\n",
+        number("submit_seconds"),
+        number("converge_seconds"),
+        number("store_requests_per_second"),
+        number("engine_cpu_seconds"),
+        number("process_max_rss_mib"),
+    );
+    println!("{table}");
+    if write {
+        write_section(root, "fleet", &table)?;
     }
     Ok(())
 }

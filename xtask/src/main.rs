@@ -63,6 +63,17 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
+    /// The fleet scheduler at scale: the real engine and simulated agents
+    /// on a 3-member ferrite-store, a burst of units.
+    Fleet {
+        #[arg(long, default_value_t = 1000)]
+        machines: usize,
+        #[arg(long, default_value_t = 10_000)]
+        units: usize,
+        /// Write the table into BENCHMARKS.md.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
@@ -85,6 +96,12 @@ fn main() -> Result<()> {
             install_packages(HOST_PACKAGES)?;
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             bench::store(&root, seconds, rounds.max(1), write)
+        }
+        Task::Bench { what: Bench::Fleet { machines, units, write } } => {
+            install_packages(HOST_PACKAGES)?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-fleet", "--example", "fleet-scale"])?;
+            bench::fleet(&root, machines, units, write)
         }
     }
 }
