@@ -15,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod fleetctl;
+pub mod fleetd;
 pub mod glob;
 pub mod job;
 pub mod page;

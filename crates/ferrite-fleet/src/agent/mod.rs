@@ -225,16 +225,22 @@ impl<M: UnitManager> Agent<M> {
         Ok(())
     }
 
-    /// Runs until `shutdown`: registers, then follows the plan and systemd,
-    /// heartbeating. On shutdown it unloads its units, removes their states
-    /// and its machine object, as fleet does on a clean stop.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError<M::Error>> {
+    /// Runs until `shutdown`: registers, then [`Agent::follow`]s.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError<M::Error>> {
         tokio::pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             registered = self.register() => registered?,
         }
         tracing::info!(machine = self.id(), "machine registered");
+        self.follow(shutdown).await
+    }
+
+    /// For a registered machine: follows the plan and systemd, heartbeating,
+    /// until `shutdown`; then unloads its units, removes their states and
+    /// its machine object, as fleet does on a clean stop.
+    pub async fn follow(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError<M::Error>> {
+        tokio::pin!(shutdown);
         let mut plan_index = None;
         let mut plan = BTreeMap::new();
         match self.registry.plan(self.id()).await {

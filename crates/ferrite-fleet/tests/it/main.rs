@@ -4,5 +4,6 @@ mod agent;
 mod api;
 mod engine;
 mod fleetctl;
+mod fleetd;
 mod registry;
 mod store;
