@@ -1,1 +1,4 @@
-fn main(){}
+//! Tier 1: fixtures through the library and the binary, offline applies to
+//! temporary trees, datasources faked on loopback.
+
+mod validate;
