@@ -83,19 +83,11 @@ pub enum Valid {
 }
 
 /// Content encodings `write_files` accepts.
-pub const ENCODINGS: &[&str] =
-    &["base64", "b64", "gz", "gzip", "gz+base64", "gzip+base64", "gz+b64", "gzip+b64"];
+pub const ENCODINGS: &[&str] = &["base64", "b64", "gz", "gzip", "gz+base64", "gzip+base64", "gz+b64", "gzip+b64"];
 
 /// Commands a unit may be given.
-pub const UNIT_COMMANDS: &[&str] = &[
-    "start",
-    "stop",
-    "restart",
-    "reload",
-    "try-restart",
-    "reload-or-restart",
-    "reload-or-try-restart",
-];
+pub const UNIT_COMMANDS: &[&str] =
+    &["start", "stop", "restart", "reload", "try-restart", "reload-or-restart", "reload-or-try-restart"];
 
 impl Valid {
     /// Whether `value` is acceptable.
@@ -319,10 +311,7 @@ pub const ETCD: &[Field] = &[
 /// `coreos.etcd2`.
 pub const ETCD2: &[Field] = &[
     env("advertise_client_urls", Str, "ETCD_ADVERTISE_CLIENT_URLS"),
-    deprecated(
-        env("ca_file", Str, "ETCD_CA_FILE"),
-        "ca_file obsoleted by trusted_ca_file and client_cert_auth",
-    ),
+    deprecated(env("ca_file", Str, "ETCD_CA_FILE"), "ca_file obsoleted by trusted_ca_file and client_cert_auth"),
     env("cert_file", Str, "ETCD_CERT_FILE"),
     env("client_cert_auth", Bool, "ETCD_CLIENT_CERT_AUTH"),
     env("cors", Str, "ETCD_CORS"),

@@ -20,9 +20,7 @@ impl Addresses {
     /// Each variable with its value, or the `COREOS_*` variable from `env`
     /// where metadata has none (coreos-cloudinit's fallback).
     pub fn substitutions(&self, env: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
-        let pick = |ip: Option<IpAddr>, var: &str| {
-            ip.map(|ip| ip.to_string()).or_else(|| env(var)).unwrap_or_default()
-        };
+        let pick = |ip: Option<IpAddr>, var: &str| ip.map(|ip| ip.to_string()).or_else(|| env(var)).unwrap_or_default();
         vec![
             ("public_ipv4", pick(self.public_ipv4, "COREOS_PUBLIC_IPV4")),
             ("private_ipv4", pick(self.private_ipv4, "COREOS_PRIVATE_IPV4")),
@@ -53,18 +51,21 @@ pub fn substitute(text: &str, substitutions: &[(&str, String)]) -> String {
     'scan: while let Some(i) = rest.find(['$', '\\']) {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let escaped = rest.starts_with("\\$");
-        let after = if escaped { &rest[2..] } else if rest.starts_with('$') { &rest[1..] } else { "" };
-        if escaped || rest.starts_with('$') {
+        let (escaped, after) = match (rest.strip_prefix("\\$"), rest.strip_prefix('$')) {
+            (Some(after), _) => (true, Some(after)),
+            (None, Some(after)) => (false, Some(after)),
+            (None, None) => (false, None),
+        };
+        if let Some(after) = after {
             for (name, value) in substitutions {
-                if after.starts_with(name) {
+                if let Some(tail) = after.strip_prefix(name) {
                     if escaped {
                         out.push('$');
                         out.push_str(name);
                     } else {
                         out.push_str(value);
                     }
-                    rest = &after[name.len()..];
+                    rest = tail;
                     continue 'scan;
                 }
             }
@@ -85,9 +86,10 @@ pub fn merge_environment(old: &str, vars: &[(String, String)]) -> String {
     let mut pending: Vec<&(String, String)> = vars.iter().collect();
     let mut out = String::new();
     for line in old.lines() {
-        let key = line.split_once('=').map(|(k, _)| k).filter(|k| {
-            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        });
+        let key = line
+            .split_once('=')
+            .map(|(k, _)| k)
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         match key.and_then(|k| pending.iter().position(|(name, _)| name == k)) {
             Some(i) => {
                 let (name, value) = pending.remove(i);
@@ -131,8 +133,7 @@ mod tests {
 
     #[test]
     fn environment_falls_back_to_coreos_variables() {
-        let subs = Addresses::default()
-            .substitutions(|k| (k == "COREOS_PRIVATE_IPV4").then(|| "192.0.2.9".to_owned()));
+        let subs = Addresses::default().substitutions(|k| (k == "COREOS_PRIVATE_IPV4").then(|| "192.0.2.9".to_owned()));
         assert_eq!(substitute("$private_ipv4", &subs), "192.0.2.9");
     }
 

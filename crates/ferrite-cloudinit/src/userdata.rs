@@ -81,8 +81,14 @@ mod tests {
     fn kinds() {
         assert_eq!(classify(b""), UserData::Empty);
         assert_eq!(classify(b"#!/bin/sh\necho hi\n"), UserData::Script(b"#!/bin/sh\necho hi\n".to_vec()));
-        assert_eq!(classify(b"#cloud-config\r\nhostname: a\r\n"), UserData::CloudConfig("#cloud-config\nhostname: a\n".into()));
-        assert_eq!(classify(b"#cloud-config  \nhostname: a"), UserData::CloudConfig("#cloud-config  \nhostname: a".into()));
+        assert_eq!(
+            classify(b"#cloud-config\r\nhostname: a\r\n"),
+            UserData::CloudConfig("#cloud-config\nhostname: a\n".into())
+        );
+        assert_eq!(
+            classify(b"#cloud-config  \nhostname: a"),
+            UserData::CloudConfig("#cloud-config  \nhostname: a".into())
+        );
         assert_eq!(classify(br#"{"ignition":{"version":"2.2.0"}}"#), UserData::Ignition);
         assert_eq!(classify(br#"{"ignitionVersion":1}"#), UserData::Ignition);
         assert_eq!(classify(b"{}"), UserData::Unknown);

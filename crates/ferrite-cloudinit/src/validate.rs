@@ -157,8 +157,7 @@ pub fn normalize(node: Node) -> Node {
 
 fn check_discovery_url(root: &Node, report: &mut Report) {
     for section in ["etcd", "etcd2"] {
-        let Some(node) = root.get("coreos").and_then(|c| c.get(section)).and_then(|e| e.get("discovery"))
-        else {
+        let Some(node) = root.get("coreos").and_then(|c| c.get(section)).and_then(|e| e.get("discovery")) else {
             continue;
         };
         if node.is_null() {
@@ -323,10 +322,7 @@ mod tests {
     fn header_and_kinds() {
         assert!(validate(b"").entries.is_empty());
         assert!(validate(b"#!/bin/bash\necho hey").entries.is_empty());
-        assert_eq!(
-            validate(b"{}").to_string(),
-            "line 1: error: must be \"#cloud-config\" or begin with \"#!\"\n"
-        );
+        assert_eq!(validate(b"{}").to_string(), "line 1: error: must be \"#cloud-config\" or begin with \"#!\"\n");
         assert_eq!(validate(br#"{"ignitionVersion":1}"#).entries[0].severity, Severity::Warning);
     }
 

@@ -196,15 +196,14 @@ impl Builder {
                 (Node { line, value: Value::Map(entries) }, anchor)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                    line,
-                    message: format!("unknown anchor {id}"),
-                })?;
+                let node = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| SyntaxError { line, message: format!("unknown anchor {id}") })?;
                 return Ok(Node { line, value: node.value });
             }
-            other => {
-                return Err(SyntaxError { line, message: format!("unexpected YAML event {other:?}") })
-            }
+            other => return Err(SyntaxError { line, message: format!("unexpected YAML event {other:?}") }),
         };
         if anchor != 0 {
             self.anchors.insert(anchor, node.clone());
@@ -252,9 +251,7 @@ pub fn implicit_kind(text: &str) -> ScalarKind {
         "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
             return ScalarKind::Bool(false)
         }
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return ScalarKind::Float(f64::INFINITY)
-        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return ScalarKind::Float(f64::INFINITY),
         "-.inf" | "-.Inf" | "-.INF" => return ScalarKind::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return ScalarKind::Float(f64::NAN),
         _ => {}
@@ -314,8 +311,8 @@ mod tests {
 
     #[test]
     fn keys_carry_their_lines() {
-        let doc = parse("#cloud-config\ncoreos:\n  units:\n    - name: a\n      command: start\n    - name: b\n")
-            .unwrap();
+        let doc =
+            parse("#cloud-config\ncoreos:\n  units:\n    - name: a\n      command: start\n    - name: b\n").unwrap();
         let coreos = doc.get("coreos").unwrap();
         assert_eq!(coreos.line, 2);
         let units = coreos.get("units").unwrap();

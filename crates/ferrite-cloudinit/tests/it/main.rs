@@ -1,4 +1,5 @@
 //! Tier 1: fixtures through the library and the binary, offline applies to
 //! temporary trees, datasources faked on loopback.
 
+mod apply;
 mod validate;

@@ -42,7 +42,8 @@ fn every_fixture_reports_what_it_expects() {
 fn the_binary_prints_the_report_and_exits_1_on_errors() {
     for input in fixtures() {
         let expected = std::fs::read_to_string(input.with_extension("report")).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit")).arg("validate").arg(&input).output().unwrap();
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit")).arg("validate").arg(&input).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&output.stdout), expected, "{}", input.display());
         let has_error = expected.lines().any(|l| l.contains(": error: "));
         assert_eq!(output.status.code(), Some(i32::from(has_error)), "{}", input.display());
@@ -68,10 +69,9 @@ fn the_binary_prints_json() {
 
 #[test]
 fn gzip_compressed_user_data_is_validated_like_plain() {
-    let plain = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/validate/several-mistakes.yaml"),
-    )
-    .unwrap();
+    let plain =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/validate/several-mistakes.yaml"))
+            .unwrap();
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(&plain).unwrap();
     let gz = encoder.finish().unwrap();
