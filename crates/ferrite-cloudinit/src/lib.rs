@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod config;
 pub mod decode;
+pub mod live;
 pub mod plan;
 pub mod schema;
 pub mod substitute;

@@ -73,14 +73,20 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     print!("{report}");
-    let Some(root) = &args.root else {
-        anyhow::bail!("applying to the running system is not available yet; use --root DIR");
+    let outcome = match &args.root {
+        Some(root) => {
+            let mut machine = ferrite_cloudinit::apply::Offline::default();
+            let outcome = ferrite_cloudinit::apply::apply(&plan, root, &mut machine)?;
+            for skipped in &machine.skipped {
+                tracing::info!("offline, skipped: {skipped}");
+            }
+            outcome
+        }
+        None => {
+            let mut machine = ferrite_cloudinit::live::Live::connect()?;
+            ferrite_cloudinit::apply::apply(&plan, std::path::Path::new("/"), &mut machine)?
+        }
     };
-    let mut machine = ferrite_cloudinit::apply::Offline::default();
-    let outcome = ferrite_cloudinit::apply::apply(&plan, root, &mut machine)?;
-    for skipped in &machine.skipped {
-        tracing::info!("offline, skipped: {skipped}");
-    }
     tracing::info!("{} changes", outcome.changes.len());
     Ok(ExitCode::SUCCESS)
 }
