@@ -13,15 +13,21 @@ use crate::config::User;
 #[derive(Debug)]
 pub struct Live {
     runtime: tokio::runtime::Runtime,
-    systemd: Systemd,
+    /// Always `Some` until dropped.
+    connection: Option<Systemd>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // zbus cleans a connection up with tasks on the runtime it runs on,
+        // so the connection must go while that runtime is current.
+        let _context = self.runtime.enter();
+        self.connection = None;
+    }
 }
 
 fn unit_error(action: &str, unit: &str, error: ferrite_systemd::Error) -> ApplyError {
-    ApplyError::Unit {
-        action: action.to_owned(),
-        unit: unit.to_owned(),
-        detail: ferrite_daemon::error_chain(&error),
-    }
+    ApplyError::Unit { action: action.to_owned(), unit: unit.to_owned(), detail: ferrite_daemon::error_chain(&error) }
 }
 
 impl Live {
@@ -31,15 +37,21 @@ impl Live {
             ApplyError::Unit { action: "connect to".to_owned(), unit: "systemd".to_owned(), detail: e.to_string() }
         })?;
         let systemd = runtime.block_on(Systemd::system()).map_err(|e| unit_error("connect to", "systemd", e))?;
-        Ok(Live { runtime, systemd })
+        Ok(Live { runtime, connection: Some(systemd) })
+    }
+
+    fn block_on<T>(
+        &self,
+        call: impl AsyncFnOnce(&Systemd) -> Result<T, ferrite_systemd::Error>,
+    ) -> Result<T, ferrite_systemd::Error> {
+        let systemd = self.connection.as_ref().expect("connected until dropped");
+        self.runtime.block_on(call(systemd))
     }
 }
 
 impl Machine for Live {
     fn set_hostname(&mut self, _root: &Path, name: &str) -> Result<bool, ApplyError> {
-        self.runtime
-            .block_on(self.systemd.set_static_hostname(name))
-            .map_err(|e| unit_error("set hostname", name, e))
+        self.block_on(async |s| s.set_static_hostname(name).await).map_err(|e| unit_error("set hostname", name, e))
     }
 
     fn create_user(&mut self, _root: &Path, user: &User) -> Result<(), ApplyError> {
@@ -51,11 +63,11 @@ impl Machine for Live {
     }
 
     fn enable_unit(&mut self, _root: &Path, unit: &str, runtime: bool) -> Result<bool, ApplyError> {
-        self.runtime.block_on(self.systemd.enable(&[unit], runtime)).map_err(|e| unit_error("enable", unit, e))
+        self.block_on(async |s| s.enable(&[unit], runtime).await).map_err(|e| unit_error("enable", unit, e))
     }
 
     fn daemon_reload(&mut self) -> Result<(), ApplyError> {
-        self.runtime.block_on(self.systemd.reload()).map_err(|e| unit_error("daemon-reload", "", e))
+        self.block_on(async |s| s.reload().await).map_err(|e| unit_error("daemon-reload", "", e))
     }
 
     fn unit_command(&mut self, unit: &str, command: &str) -> Result<(), ApplyError> {
@@ -67,7 +79,7 @@ impl Machine for Live {
             });
         };
         tracing::info!("{command} {unit}");
-        self.runtime.block_on(self.systemd.run(parsed, unit)).map_err(|e| unit_error(command, unit, e))
+        self.block_on(async |s| s.run(parsed, unit).await).map_err(|e| unit_error(command, unit, e))
     }
 
     fn run_script(&mut self, path: &str) -> Result<bool, ApplyError> {
@@ -76,8 +88,7 @@ impl Machine for Live {
             Path::new(path).file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
         );
         tracing::info!("running {path} as {name}");
-        self.runtime
-            .block_on(self.systemd.run_transient(&name, &[path]))
+        self.block_on(async |s| s.run_transient(&name, &[path]).await)
             .map_err(|e| unit_error("run script", &name, e))?;
         Ok(true)
     }

@@ -48,12 +48,7 @@ pub mod proxy {
         /// The object of a unit, loading it if needed.
         fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
         /// `systemctl enable [--runtime]`.
-        fn enable_unit_files(
-            &self,
-            files: &[&str],
-            runtime: bool,
-            force: bool,
-        ) -> zbus::Result<(bool, Vec<Change>)>;
+        fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Vec<Change>)>;
         /// `systemctl disable [--runtime]`.
         fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<Change>>;
         /// `systemctl mask [--runtime]`.
@@ -110,7 +105,7 @@ pub mod proxy {
 pub enum Error {
     /// The system bus cannot be reached.
     #[error("cannot connect to the system bus")]
-    Connect(#[source] zbus::Error),
+    Connect(#[source] Box<zbus::Error>),
     /// The manager refused or failed a call.
     #[error("{call} {unit}")]
     Call {
@@ -120,7 +115,7 @@ pub enum Error {
         unit: String,
         /// The D-Bus error.
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// A job ended with another result than `done`.
     #[error("{command} {unit}: job {result}")]
@@ -209,19 +204,27 @@ pub struct Systemd {
 }
 
 fn call<'a>(call: &'static str, unit: &'a str) -> impl FnOnce(zbus::Error) -> Error + 'a {
-    move |source| Error::Call { call, unit: unit.to_owned(), source }
+    move |source| Error::Call { call, unit: unit.to_owned(), source: Box::new(source) }
 }
 
 impl Systemd {
     /// Connects to the system bus.
     pub async fn system() -> Result<Systemd, Error> {
-        let connection = zbus::Connection::system().await.map_err(Error::Connect)?;
+        let connection = zbus::Connection::system().await.map_err(|e| Error::Connect(Box::new(e)))?;
         Systemd::on(connection).await
     }
 
-    /// Uses an existing connection (a test's private bus, for one).
+    /// Uses an existing connection (a test's private bus, for one), and
+    /// subscribes it to the manager's signals, which job waits need.
     pub async fn on(connection: zbus::Connection) -> Result<Systemd, Error> {
-        let manager = proxy::ManagerProxy::new(&connection).await.map_err(Error::Connect)?;
+        let manager = proxy::ManagerProxy::new(&connection).await.map_err(|e| Error::Connect(Box::new(e)))?;
+        match manager.subscribe().await {
+            Ok(()) => {}
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("AlreadySubscribed") => {}
+            Err(source) => {
+                return Err(Error::Call { call: "Subscribe", unit: String::new(), source: Box::new(source) })
+            }
+        }
         Ok(Systemd { connection, manager })
     }
 
@@ -234,7 +237,6 @@ impl Systemd {
     /// Ok when it ended `done` (or had nothing to do).
     pub async fn run(&self, command: UnitCommand, unit: &str) -> Result<(), Error> {
         let mut removed = self.manager.receive_job_removed().await.map_err(call("JobRemoved", unit))?;
-        self.manager.subscribe().await.map_err(call("Subscribe", unit))?;
         let mode = "replace";
         let job = match command {
             UnitCommand::Start => self.manager.start_unit(unit, mode).await,
@@ -245,7 +247,11 @@ impl Systemd {
             UnitCommand::ReloadOrRestart => self.manager.reload_or_restart_unit(unit, mode).await,
             UnitCommand::ReloadOrTryRestart => self.manager.reload_or_try_restart_unit(unit, mode).await,
         }
-        .map_err(|source| Error::Call { call: "unit command", unit: format!("{command} {unit}"), source })?;
+        .map_err(|source| Error::Call {
+            call: "unit command",
+            unit: format!("{command} {unit}"),
+            source: Box::new(source),
+        })?;
         self.wait(&mut removed, &job, command, unit).await
     }
 
@@ -272,15 +278,21 @@ impl Systemd {
 
     /// `systemctl enable [--runtime]`; returns whether links changed.
     pub async fn enable(&self, units: &[&str], runtime: bool) -> Result<bool, Error> {
-        let (_, changes) =
-            self.manager.enable_unit_files(units, runtime, false).await.map_err(call("EnableUnitFiles", &units.join(" ")))?;
+        let (_, changes) = self
+            .manager
+            .enable_unit_files(units, runtime, false)
+            .await
+            .map_err(call("EnableUnitFiles", &units.join(" ")))?;
         Ok(!changes.is_empty())
     }
 
     /// `systemctl mask [--runtime]`; returns whether links changed.
     pub async fn mask(&self, units: &[&str], runtime: bool) -> Result<bool, Error> {
-        let changes =
-            self.manager.mask_unit_files(units, runtime, true).await.map_err(call("MaskUnitFiles", &units.join(" ")))?;
+        let changes = self
+            .manager
+            .mask_unit_files(units, runtime, true)
+            .await
+            .map_err(call("MaskUnitFiles", &units.join(" ")))?;
         Ok(!changes.is_empty())
     }
 
@@ -311,7 +323,6 @@ impl Systemd {
     /// oneshot service and waits for it to finish; Ok when it exited 0.
     pub async fn run_transient(&self, name: &str, argv: &[&str]) -> Result<(), Error> {
         let mut removed = self.manager.receive_job_removed().await.map_err(call("JobRemoved", name))?;
-        self.manager.subscribe().await.map_err(call("Subscribe", name))?;
         let exec: Vec<(String, Vec<String>, bool)> = vec![(
             argv.first().copied().unwrap_or_default().to_owned(),
             argv.iter().map(|a| (*a).to_owned()).collect(),
