@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod datasource;
 pub mod decode;
 pub mod live;
 pub mod plan;

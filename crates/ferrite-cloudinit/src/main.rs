@@ -3,9 +3,11 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferrite_cloudinit::datasource::{self, Datasource};
 use ferrite_cloudinit::substitute::Addresses;
 
 /// A coreos-cloudinit-compatible cloud-config validator and interpreter.
@@ -35,7 +37,37 @@ enum Command {
 struct ApplyArgs {
     /// Read user data from this file.
     #[arg(long, value_name = "FILE")]
-    from_file: PathBuf,
+    from_file: Option<PathBuf>,
+    /// Fetch user data from this HTTP URL.
+    #[arg(long, value_name = "URL")]
+    from_url: Option<String>,
+    /// Fetch user data from the URL in `cloud-config-url=` on the kernel command line.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/proc/cmdline")]
+    from_proc_cmdline: Option<PathBuf>,
+    /// Read the OEM partition's cloud-config.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = datasource::OEM_PATH)]
+    from_oem: Option<PathBuf>,
+    /// Read a mounted config drive (openstack/latest/user_data and meta_data.json).
+    #[arg(long, value_name = "DIR")]
+    from_configdrive: Option<PathBuf>,
+    /// Read QEMU's fw_cfg entry opt/ferrite/user-data.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = datasource::FW_CFG_PATH)]
+    from_qemu_fw_cfg: Option<PathBuf>,
+    /// Ask EC2's instance metadata service (IMDSv2, falling back to v1).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://169.254.169.254")]
+    from_ec2_metadata: Option<String>,
+    /// Ask GCE's metadata server.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://metadata.google.internal")]
+    from_gce_metadata: Option<String>,
+    /// Ask DigitalOcean's metadata service.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://169.254.169.254")]
+    from_digitalocean_metadata: Option<String>,
+    /// Ask OpenStack's metadata service.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "http://169.254.169.254")]
+    from_openstack_metadata: Option<String>,
+    /// Give up on the sources after this many seconds (they are polled with backoff).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    timeout: u64,
     /// Apply to the tree under DIR offline (as `systemctl --root`): files,
     /// unit files, drop-ins, enable and mask links, /etc/environment,
     /// /etc/hostname; unit commands and scripts are skipped.
@@ -55,24 +87,58 @@ struct ApplyArgs {
     public_ipv6: Option<IpAddr>,
 }
 
+impl ApplyArgs {
+    /// The sources given, in the order they are tried.
+    fn sources(&self) -> Vec<Datasource> {
+        let mut sources = Vec::new();
+        sources.extend(self.from_file.clone().map(Datasource::File));
+        sources.extend(self.from_url.clone().map(Datasource::Url));
+        sources.extend(self.from_proc_cmdline.clone().map(Datasource::ProcCmdline));
+        sources.extend(self.from_oem.clone().map(Datasource::Oem));
+        sources.extend(self.from_configdrive.clone().map(Datasource::ConfigDrive));
+        sources.extend(self.from_qemu_fw_cfg.clone().map(Datasource::FwCfg));
+        sources.extend(self.from_ec2_metadata.clone().map(Datasource::Ec2));
+        sources.extend(self.from_gce_metadata.clone().map(Datasource::Gce));
+        sources.extend(self.from_digitalocean_metadata.clone().map(Datasource::DigitalOcean));
+        sources.extend(self.from_openstack_metadata.clone().map(Datasource::OpenStack));
+        sources
+    }
+}
+
 fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let data = std::fs::read(&args.from_file).with_context(|| format!("cannot read {}", args.from_file.display()))?;
-    let addresses = Addresses {
-        public_ipv4: args.public_ipv4,
-        private_ipv4: args.private_ipv4,
-        public_ipv6: args.public_ipv6,
-        private_ipv6: args.private_ipv6,
+    let sources = args.sources();
+    anyhow::ensure!(!sources.is_empty(), "no datasource given (--from-file, --from-url, ...)");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
+    let found = runtime.block_on(datasource::first_available(
+        &sources,
+        Duration::from_secs(args.timeout),
+        &datasource::client(),
+    ));
+    drop(runtime);
+    let Some((source, fetched)) = found else {
+        tracing::warn!("no datasource answered within {} s; nothing to apply", args.timeout);
+        return Ok(ExitCode::SUCCESS);
     };
-    let (report, plan) = match ferrite_cloudinit::prepare(&data, &addresses, |k| std::env::var(k).ok()) {
+    let data = fetched.user_data.unwrap_or_default();
+    let from_metadata = fetched.metadata.addresses.clone();
+    let addresses = Addresses {
+        public_ipv4: args.public_ipv4.or(from_metadata.public_ipv4),
+        private_ipv4: args.private_ipv4.or(from_metadata.private_ipv4),
+        public_ipv6: args.public_ipv6.or(from_metadata.public_ipv6),
+        private_ipv6: args.private_ipv6.or(from_metadata.private_ipv6),
+    };
+    let (report, mut plan) = match ferrite_cloudinit::prepare(&data, &addresses, |k| std::env::var(k).ok()) {
         Ok(prepared) => prepared,
         Err(ferrite_cloudinit::Error::Invalid(report)) => {
             print!("{report}");
-            eprintln!("ferrite-cloudinit: {}: errors found, nothing applied", args.from_file.display());
+            eprintln!("ferrite-cloudinit: user data from {source} has errors, nothing applied");
             return Ok(ExitCode::from(1));
         }
         Err(e) => return Err(e.into()),
     };
     print!("{report}");
+    ferrite_cloudinit::plan::add_metadata(&mut plan, &fetched.metadata);
     let outcome = match &args.root {
         Some(root) => {
             let mut machine = ferrite_cloudinit::apply::Offline::default();

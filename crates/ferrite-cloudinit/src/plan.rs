@@ -246,6 +246,26 @@ pub fn plan(config: &CloudConfig, addresses: &Addresses) -> Plan {
     plan
 }
 
+/// Adds what a datasource's metadata supplies: its hostname when the
+/// config sets none, and its SSH keys for `core`.
+pub fn add_metadata(plan: &mut Plan, metadata: &crate::datasource::Metadata) {
+    if plan.hostname.is_none() {
+        plan.hostname.clone_from(&metadata.hostname);
+    }
+    if !metadata.ssh_public_keys.is_empty() {
+        match plan.ssh_keys.iter_mut().find(|(user, _)| user == "core") {
+            Some((_, keys)) => {
+                for key in &metadata.ssh_public_keys {
+                    if !keys.contains(key) {
+                        keys.push(key.clone());
+                    }
+                }
+            }
+            None => plan.ssh_keys.push(("core".to_owned(), metadata.ssh_public_keys.clone())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +346,22 @@ mod tests {
             "ID=qemu\nVERSION_ID=\nNAME=\"QEMU\"\nHOME_URL=\"\"\nBUG_REPORT_URL=\"\"\n"
         );
         assert!(plan.etc_hosts);
+    }
+
+    #[test]
+    fn metadata_fills_the_hostname_and_adds_core_keys() {
+        let mut plan = plan_of("#cloud-config\nssh_authorized_keys: [k1]\n");
+        let metadata = crate::datasource::Metadata {
+            hostname: Some("from-metadata".to_owned()),
+            ssh_public_keys: vec!["k1".to_owned(), "k2".to_owned()],
+            ..Default::default()
+        };
+        add_metadata(&mut plan, &metadata);
+        assert_eq!(plan.hostname.as_deref(), Some("from-metadata"));
+        assert_eq!(plan.ssh_keys, [("core".to_owned(), vec!["k1".to_owned(), "k2".to_owned()])]);
+        let mut named = plan_of("#cloud-config\nhostname: mine\n");
+        add_metadata(&mut named, &metadata);
+        assert_eq!(named.hostname.as_deref(), Some("mine"), "the config's hostname wins");
     }
 
     #[test]
