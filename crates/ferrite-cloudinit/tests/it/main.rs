@@ -2,4 +2,5 @@
 //! temporary trees, datasources faked on loopback.
 
 mod apply;
+mod datasource;
 mod validate;
