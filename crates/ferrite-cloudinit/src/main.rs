@@ -30,7 +30,7 @@ enum Command {
         json: bool,
     },
     /// Validates user data and, when it has no error, applies it.
-    Apply(ApplyArgs),
+    Apply(Box<ApplyArgs>),
 }
 
 #[derive(Debug, clap::Args)]
