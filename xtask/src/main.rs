@@ -79,7 +79,7 @@ enum Bench {
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
 /// reference implementation, wrk for benchmarks, the Docker engine for
 /// containers as stand-in machines.
-const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io"];
+const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io", "debootstrap"];
 
 fn main() -> Result<()> {
     let cli = Cli::parse();

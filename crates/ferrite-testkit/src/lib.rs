@@ -8,6 +8,7 @@
 //!   restart, add a member).
 //! - [`linearizability`]: records concurrent clients' histories of etcd v2
 //!   key operations and checks them for linearizability.
+//! - [`systemd_container`]: Docker containers running systemd as PID 1.
 //!
 //! Everything listens on 127.0.0.1 only. Errors are `anyhow` with context:
 //! this is a test harness, and a failure message should say which member,
@@ -17,6 +18,7 @@ mod cluster;
 pub mod linearizability;
 mod ports;
 mod process;
+pub mod systemd_container;
 
 pub use cluster::{Cluster, ClusterBuilder, Member, ServerKind, HEALTH_TIMEOUT};
 pub use ports::free_port;

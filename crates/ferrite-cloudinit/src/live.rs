@@ -1,0 +1,95 @@
+//! The running machine: the service manager and hostnamed through
+//! `ferrite-systemd` (D-Bus), users through the system's own `useradd` and
+//! `usermod`.
+
+use std::path::Path;
+
+use ferrite_systemd::{Systemd, UnitCommand};
+
+use crate::apply::{run, useradd_args, ApplyError, Machine};
+use crate::config::User;
+
+/// The live machine.
+#[derive(Debug)]
+pub struct Live {
+    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    connection: Option<Systemd>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // zbus cleans a connection up with tasks on the runtime it runs on,
+        // so the connection must go while that runtime is current.
+        let _context = self.runtime.enter();
+        self.connection = None;
+    }
+}
+
+fn unit_error(action: &str, unit: &str, error: ferrite_systemd::Error) -> ApplyError {
+    ApplyError::Unit { action: action.to_owned(), unit: unit.to_owned(), detail: ferrite_daemon::error_chain(&error) }
+}
+
+impl Live {
+    /// Connects to systemd on the system bus.
+    pub fn connect() -> Result<Live, ApplyError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+            ApplyError::Unit { action: "connect to".to_owned(), unit: "systemd".to_owned(), detail: e.to_string() }
+        })?;
+        let systemd = runtime.block_on(Systemd::system()).map_err(|e| unit_error("connect to", "systemd", e))?;
+        Ok(Live { runtime, connection: Some(systemd) })
+    }
+
+    fn block_on<T>(
+        &self,
+        call: impl AsyncFnOnce(&Systemd) -> Result<T, ferrite_systemd::Error>,
+    ) -> Result<T, ferrite_systemd::Error> {
+        let systemd = self.connection.as_ref().expect("connected until dropped");
+        self.runtime.block_on(call(systemd))
+    }
+}
+
+impl Machine for Live {
+    fn set_hostname(&mut self, _root: &Path, name: &str) -> Result<bool, ApplyError> {
+        self.block_on(async |s| s.set_static_hostname(name).await).map_err(|e| unit_error("set hostname", name, e))
+    }
+
+    fn create_user(&mut self, _root: &Path, user: &User) -> Result<(), ApplyError> {
+        run("useradd", &useradd_args(user))
+    }
+
+    fn set_password(&mut self, _root: &Path, name: &str, hash: &str) -> Result<(), ApplyError> {
+        run("usermod", &["--password".to_owned(), hash.to_owned(), name.to_owned()])
+    }
+
+    fn enable_unit(&mut self, _root: &Path, unit: &str, runtime: bool) -> Result<bool, ApplyError> {
+        self.block_on(async |s| s.enable(&[unit], runtime).await).map_err(|e| unit_error("enable", unit, e))
+    }
+
+    fn daemon_reload(&mut self) -> Result<(), ApplyError> {
+        self.block_on(async |s| s.reload().await).map_err(|e| unit_error("daemon-reload", "", e))
+    }
+
+    fn unit_command(&mut self, unit: &str, command: &str) -> Result<(), ApplyError> {
+        let Some(parsed) = UnitCommand::parse(command) else {
+            return Err(ApplyError::Unit {
+                action: command.to_owned(),
+                unit: unit.to_owned(),
+                detail: "unknown command".to_owned(),
+            });
+        };
+        tracing::info!("{command} {unit}");
+        self.block_on(async |s| s.run(parsed, unit).await).map_err(|e| unit_error(command, unit, e))
+    }
+
+    fn run_script(&mut self, path: &str) -> Result<bool, ApplyError> {
+        let name = format!(
+            "ferrite-cloudinit-script-{}.service",
+            Path::new(path).file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        );
+        tracing::info!("running {path} as {name}");
+        self.block_on(async |s| s.run_transient(&name, &[path]).await)
+            .map_err(|e| unit_error("run script", &name, e))?;
+        Ok(true)
+    }
+}

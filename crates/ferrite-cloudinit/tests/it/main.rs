@@ -1,0 +1,6 @@
+//! Tier 1: fixtures through the library and the binary, offline applies to
+//! temporary trees, datasources faked on loopback.
+
+mod apply;
+mod datasource;
+mod validate;

@@ -1,0 +1,188 @@
+//! Docker containers running real systemd as PID 1: stand-in machines for
+//! the cloud-config interpreter and, later, the scheduler's agent.
+//!
+//! The image is a Debian 12 tree with systemd and dbus, made once with
+//! `debootstrap` (installed with apt-get when missing), cached under
+//! `target/testkit/debian12-systemd`, and `docker import`ed. Containers start
+//! with the flags DESIGN.md gives plus `--network none`, are waited on until systemd says
+//! the system is up, and are removed on drop; when the drop happens during
+//! a failing test the container's journal is printed first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The image tag; bump the version when the tree's package list changes.
+pub const IMAGE: &str = "ferrite-test/debian12-systemd:1";
+const PACKAGES: &str = "systemd,systemd-sysv,dbus";
+const MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Where the tree is cached: `$CARGO_TARGET_DIR/testkit` or the workspace's
+/// `target/testkit`.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("testkit"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/testkit"),
+    }
+}
+
+fn run(command: &mut Command) -> Result<Output> {
+    let output = command.output().with_context(|| format!("cannot run {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(output)
+}
+
+/// Makes sure [`IMAGE`] exists, building the tree and importing it if needed.
+pub fn ensure_image() -> Result<&'static str> {
+    if Command::new("docker").args(["image", "inspect", IMAGE]).output().is_ok_and(|o| o.status.success()) {
+        return Ok(IMAGE);
+    }
+    let dir = cache_dir();
+    let tree = dir.join("debian12-systemd");
+    if !tree.join("lib/systemd/systemd").exists() {
+        if Command::new("debootstrap").arg("--version").output().is_err() {
+            run(Command::new("apt-get").args(["install", "-y", "debootstrap"]))?;
+        }
+        let partial = dir.join("debian12-systemd.partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", &format!("--include={PACKAGES}"), "bookworm"])
+            .arg(&partial)
+            .arg(MIRROR))?;
+        std::fs::rename(&partial, &tree).with_context(|| format!("cannot move the tree to {}", tree.display()))?;
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .args(["-c", "."])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run tar")?;
+    let stdout = tar.stdout.context("tar has no stdout")?;
+    run(Command::new("docker").args(["import", "-", IMAGE]).stdin(stdout))?;
+    Ok(IMAGE)
+}
+
+/// A running container with systemd as PID 1, removed on drop.
+#[derive(Debug)]
+pub struct SystemdContainer {
+    id: String,
+}
+
+impl SystemdContainer {
+    /// Starts a container from [`IMAGE`] (built if needed) and waits until
+    /// systemd reports the system running (or degraded). Docker's bind
+    /// mounts over `/etc/hostname` and `/etc/hosts` are removed, so those
+    /// are plain files as on a machine.
+    pub fn start() -> Result<SystemdContainer> {
+        let image = ensure_image()?;
+        // No network: nothing here needs one, and the network rule wants
+        // no traffic a test did not create.
+        let mut command = Command::new("docker");
+        command.args([
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--cap-add",
+            "NET_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            image,
+            "/lib/systemd/systemd",
+        ]);
+        let output = command.output().context("cannot run docker")?;
+        // Removed on drop even when docker created it but could not start it.
+        let container = SystemdContainer { id: String::from_utf8_lossy(&output.stdout).trim().to_owned() };
+        if !output.status.success() {
+            bail!("{command:?} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
+        }
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let state = container.exec(&["systemctl", "is-system-running"])?;
+            let state = String::from_utf8_lossy(&state.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("systemd in container {} is still {state:?} after 90 s", container.id);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        container.sh("umount /etc/hostname /etc/hosts; true")?;
+        Ok(container)
+    }
+
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs a command in the container; its output whatever the status.
+    pub fn exec(&self, argv: &[&str]) -> Result<Output> {
+        Command::new("docker")
+            .arg("exec")
+            .arg(&self.id)
+            .args(argv)
+            .output()
+            .with_context(|| format!("cannot docker exec {argv:?}"))
+    }
+
+    /// Runs a shell script in the container; its stdout, or an error with
+    /// both outputs when it fails.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        let output = self.exec(&["sh", "-c", script])?;
+        if !output.status.success() {
+            bail!(
+                "in container {}: {script:?} failed ({}): {}{}",
+                self.id,
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Copies a host file into the container.
+    pub fn copy_in(&self, host: &Path, dest: &str) -> Result<()> {
+        run(Command::new("docker").arg("cp").arg(host).arg(format!("{}:{dest}", self.id)))?;
+        Ok(())
+    }
+
+    /// Writes `content` to `path` in the container.
+    pub fn write(&self, path: &str, content: &str) -> Result<()> {
+        let temp = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
+        std::fs::write(temp.path(), content).context("cannot write a temporary file")?;
+        self.copy_in(temp.path(), path)
+    }
+}
+
+impl Drop for SystemdContainer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(journal) = self.exec(&["journalctl", "--no-pager", "-n", "300"]) {
+                eprintln!("--- journal of container {} ---\n{}", self.id, String::from_utf8_lossy(&journal.stdout));
+            }
+        }
+        let _ = Command::new("docker").args(["rm", "-f", &self.id]).output();
+    }
+}
