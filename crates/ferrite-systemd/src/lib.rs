@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+pub mod units;
+
 use futures::StreamExt as _;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
@@ -51,6 +53,12 @@ pub mod proxy {
         fn enable_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<(bool, Vec<Change>)>;
         /// `systemctl disable [--runtime]`.
         fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<Change>>;
+        /// `systemctl link [--runtime] [--force]`.
+        fn link_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<Vec<Change>>;
+        /// `systemctl reset-failed UNIT`.
+        fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+        /// The listed units' states, loaded or not (`systemctl list-units NAMES`).
+        fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<crate::units::ListedUnit>>;
         /// `systemctl mask [--runtime]`.
         fn mask_unit_files(&self, files: &[&str], runtime: bool, force: bool) -> zbus::Result<Vec<Change>>;
         /// `systemctl unmask [--runtime]`.

@@ -8,6 +8,7 @@
 
 pub mod memory;
 pub mod reconcile;
+pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -255,7 +256,8 @@ impl<M: UnitManager> Agent<M> {
             WatchOptions { recursive: true, wait_index: plan_index },
         );
         tokio::pin!(watch);
-        let changes = self.manager.changes();
+        // Changes that arrive together are published together.
+        let changes = self.manager.changes().ready_chunks(1024);
         tokio::pin!(changes);
         let mut heartbeat = tokio::time::interval(self.settings.ttl / 2);
         let mut resync = tokio::time::interval(self.settings.resync);
@@ -286,7 +288,7 @@ impl<M: UnitManager> Agent<M> {
                     }
                     Err(_) => continue,
                 },
-                Some(()) = changes.next() => {
+                Some(_) = changes.next() => {
                     if let Err(e) = self.publish().await {
                         tracing::warn!(error = %e, "publishing unit states failed");
                     }
