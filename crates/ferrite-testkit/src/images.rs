@@ -1,0 +1,263 @@
+//! Docker images made from this host's binaries, with no registry: a tree
+//! holding the binaries, the shared libraries `ldd` lists for them and a
+//! minimal `/etc`, imported with `docker import`. And containers removed
+//! on drop.
+//!
+//! ```no_run
+//! # fn demo() -> anyhow::Result<()> {
+//! use ferrite_testkit::images::Image;
+//! Image::new("ferrite-test/redis:latest")
+//!     .binary("/usr/bin/redis-server", "/usr/bin/redis-server")
+//!     .entrypoint(&["/usr/bin/redis-server", "--protected-mode", "no"])
+//!     .expose("6379/tcp")
+//!     .import()?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// An image to import.
+#[derive(Debug, Clone)]
+pub struct Image {
+    name: String,
+    binaries: Vec<(PathBuf, String)>,
+    files: Vec<(String, Vec<u8>)>,
+    entrypoint: Vec<String>,
+    expose: Vec<String>,
+    env: Vec<String>,
+}
+
+impl Image {
+    /// `name` as `repository:tag`.
+    pub fn new(name: &str) -> Image {
+        Image {
+            name: name.to_owned(),
+            binaries: Vec::new(),
+            files: Vec::new(),
+            entrypoint: Vec::new(),
+            expose: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A host binary, placed at `path` in the image with its libraries.
+    pub fn binary(mut self, host: impl Into<PathBuf>, path: &str) -> Image {
+        self.binaries.push((host.into(), path.to_owned()));
+        self
+    }
+
+    /// A file with the given content.
+    pub fn file(mut self, path: &str, content: &[u8]) -> Image {
+        self.files.push((path.to_owned(), content.to_vec()));
+        self
+    }
+
+    pub fn entrypoint(mut self, argv: &[&str]) -> Image {
+        self.entrypoint = argv.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// A port the image exposes (`6379/tcp`), as Dockerfile's `EXPOSE`.
+    pub fn expose(mut self, port: &str) -> Image {
+        self.expose.push(port.to_owned());
+        self
+    }
+
+    /// `KEY=value` in the image's environment.
+    pub fn env(mut self, entry: &str) -> Image {
+        self.env.push(entry.to_owned());
+        self
+    }
+
+    /// Assembles the tree and imports it; returns the image name.
+    pub fn import(&self) -> Result<String> {
+        let dir = tempfile::Builder::new().prefix("ferrite-image-").tempdir()?;
+        let root = dir.path();
+        for sub in ["etc", "tmp", "data", "root"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        )?;
+        std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+        std::fs::write(root.join("etc/nsswitch.conf"), "passwd: files\ngroup: files\nhosts: files dns\n")?;
+        for (host, path) in &self.binaries {
+            place(root, host, path)?;
+            for library in libraries(host)? {
+                let text = library.to_string_lossy().into_owned();
+                place(root, &library, &text)?;
+            }
+        }
+        for (path, content) in &self.files {
+            let target = root.join(path.trim_start_matches('/'));
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&target, content)?;
+        }
+        let mut import = Command::new("docker");
+        import.arg("import");
+        if !self.entrypoint.is_empty() {
+            import.args(["--change", &format!("ENTRYPOINT {}", serde_json::to_string(&self.entrypoint)?)]);
+        }
+        for port in &self.expose {
+            import.args(["--change", &format!("EXPOSE {port}")]);
+        }
+        for entry in &self.env {
+            import.args(["--change", &format!("ENV {entry}")]);
+        }
+        import.args(["-", &self.name]).stdout(Stdio::null()).stdin(Stdio::piped());
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(root)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot run tar")?;
+        let tar_out = tar.stdout.take().context("tar has no stdout")?;
+        let output = import.stdin(tar_out).output().context("cannot run docker import")?;
+        let tar_status = tar.wait()?;
+        if !tar_status.success() || !output.status.success() {
+            bail!("importing {} failed: {}", self.name, String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(self.name.clone())
+    }
+}
+
+fn place(root: &Path, host: &Path, path: &str) -> Result<()> {
+    let target = root.join(path.trim_start_matches('/'));
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    // Copies the content, following symlinks (libfoo.so.1 -> libfoo.so.1.2).
+    std::fs::copy(host, &target).with_context(|| format!("cannot copy {} into the image", host.display()))?;
+    Ok(())
+}
+
+/// The shared libraries (and the loader) `ldd` lists for a binary.
+fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let output = Command::new("ldd").arg(binary).output().context("cannot run ldd")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        // A static binary: "not a dynamic executable".
+        return Ok(Vec::new());
+    }
+    Ok(parse_ldd(&text))
+}
+
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+/// The path of a binary of this workspace, built beside the running test
+/// (`target/<profile>/<name>`; the test command builds every binary first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").join(name);
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+    bin
+}
+
+/// A container started with `docker run -d`, removed (forcibly) on drop.
+#[derive(Debug)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+}
+
+impl Container {
+    /// `docker run -d --name <name> <args...>`.
+    pub fn run(name: &str, args: &[&str]) -> Result<Container> {
+        let output = Command::new("docker").args(["run", "-d", "--name", name]).args(args).output()?;
+        if !output.status.success() {
+            bail!("docker run {name} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        Ok(Container { id, name: name.to_owned() })
+    }
+
+    /// `docker <verb> <this container>` (stop, kill, start...).
+    pub fn docker(&self, verb: &[&str]) -> Result<String> {
+        let output = Command::new("docker").args(verb).arg(&self.id).output()?;
+        if !output.status.success() {
+            bail!("docker {} {} failed: {}", verb.join(" "), self.name, String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// A field of `docker inspect` (a Go template such as
+    /// `{{.NetworkSettings.IPAddress}}`).
+    pub fn inspect(&self, template: &str) -> Result<String> {
+        self.docker(&["inspect", "-f", template])
+    }
+
+    /// The host port Docker published for a container port (`6379/tcp`).
+    pub fn host_port(&self, port: &str) -> Result<u16> {
+        let text = self.inspect(&format!("{{{{(index (index .NetworkSettings.Ports \"{port}\") 0).HostPort}}}}"))?;
+        text.parse().with_context(|| format!("host port of {port} in {}: {text:?}", self.name))
+    }
+
+    /// The container's logs, for failure messages.
+    pub fn logs(&self) -> String {
+        Command::new("docker")
+            .args(["logs", "--tail", "50", &self.id])
+            .output()
+            .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+            .unwrap_or_default()
+    }
+
+    /// Removes the container now (as drop does).
+    pub fn remove(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.id]).output();
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// The address of Docker's default bridge on the host (`docker0`), which
+/// containers on the bridge reach the host through.
+pub fn bridge_gateway() -> Result<String> {
+    let output = Command::new("docker")
+        .args(["network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"])
+        .output()?;
+    if !output.status.success() {
+        bail!("docker network inspect bridge failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_libraries_and_the_loader() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+}
