@@ -36,6 +36,10 @@ pub struct Config {
     pub key: String,
     /// Time limit for connecting to one backend before trying the next.
     pub connect_timeout: Duration,
+    /// How long a connection waits for a backend when the store lists
+    /// none (a move: the old one deregistered, the new one not yet
+    /// registered) before it is closed.
+    pub backend_wait: Duration,
 }
 
 /// Errors that stop the ambassador.
@@ -69,7 +73,8 @@ pub async fn run(
     // The first read: the proxy starts with what the store says, not empty.
     let _ = first_rx.await;
     ready();
-    let result = proxy::serve(listener, pool, config.connect_timeout, shutdown).await;
+    let timeouts = proxy::Timeouts { connect: config.connect_timeout, backend_wait: config.backend_wait };
+    let result = proxy::serve(listener, pool, timeouts, shutdown).await;
     following.abort();
     result
 }

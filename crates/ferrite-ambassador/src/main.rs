@@ -32,6 +32,11 @@ struct Args {
     /// Milliseconds to wait for one backend to accept before trying the next.
     #[arg(long, env = "FERRITE_AMBASSADOR_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
     connect_timeout_ms: u64,
+
+    /// Milliseconds a connection waits for a backend when the store lists
+    /// none (a backend moving), before it is closed.
+    #[arg(long, env = "FERRITE_AMBASSADOR_BACKEND_WAIT_MS", default_value_t = 3000)]
+    backend_wait_ms: u64,
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
@@ -41,6 +46,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         etcd_endpoints: args.etcd_endpoints,
         key: args.key,
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        backend_wait: Duration::from_millis(args.backend_wait_ms),
     };
     let ready = || {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -12,19 +12,36 @@ use crate::Error;
 
 /// The current backends. Replacing the list affects only connections
 /// accepted afterwards: an open connection owns its backend stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
-    backends: RwLock<Arc<Vec<String>>>,
+    backends: tokio::sync::watch::Sender<Arc<Vec<String>>>,
     next: AtomicUsize,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool { backends: tokio::sync::watch::Sender::new(Arc::new(Vec::new())), next: AtomicUsize::new(0) }
+    }
 }
 
 impl Pool {
     pub fn replace(&self, backends: Vec<String>) {
-        *self.backends.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(backends);
+        self.backends.send_replace(Arc::new(backends));
     }
 
     pub fn backends(&self) -> Arc<Vec<String>> {
-        self.backends.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.backends.borrow().clone()
+    }
+
+    /// [`Pool::candidates`], waiting up to `wait` for a backend when there
+    /// is none (a backend that moves is deregistered before its successor
+    /// is registered; a connection arriving in between waits for it).
+    pub async fn candidates_within(&self, wait: Duration) -> Vec<String> {
+        let mut changes = self.backends.subscribe();
+        if self.backends().is_empty() && !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, changes.wait_for(|b| !b.is_empty())).await;
+        }
+        self.candidates()
     }
 
     /// The backends to try for one connection, in order: round-robin's
@@ -45,7 +62,7 @@ impl Pool {
 pub async fn serve(
     listener: TcpListener,
     pool: Arc<Pool>,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|source| Error::Accept { addr: ([0, 0, 0, 0], 0).into(), source })?;
@@ -66,11 +83,21 @@ pub async fn serve(
                 Err(source) => return Err(Error::Accept { addr, source }),
             },
         };
-        let candidates = pool.candidates();
+        let pool = pool.clone();
         tokio::spawn(async move {
-            proxy(client, peer, candidates, connect_timeout).await;
+            let candidates = pool.candidates_within(timeouts.backend_wait).await;
+            proxy(client, peer, candidates, timeouts.connect).await;
         });
     }
+}
+
+/// How long a connection waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For one backend to accept, before trying the next.
+    pub connect: Duration,
+    /// For a backend to appear in the store when there is none.
+    pub backend_wait: Duration,
 }
 
 fn is_transient(e: &std::io::Error) -> bool {
@@ -121,5 +148,20 @@ mod tests {
         assert_eq!(pool.candidates(), ["b:1", "c:1", "a:1"]);
         assert_eq!(pool.candidates(), ["c:1", "a:1", "b:1"]);
         assert_eq!(pool.candidates(), ["a:1", "b:1", "c:1"]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_waits_for_a_backend_to_appear() {
+        let pool = Arc::new(Pool::default());
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.candidates_within(Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        pool.replace(vec!["a:1".into()]);
+        assert_eq!(waiting.await.unwrap(), ["a:1"]);
+        // Nothing appears: empty once the wait is over.
+        pool.replace(Vec::new());
+        assert!(pool.candidates_within(Duration::from_millis(10)).await.is_empty());
     }
 }

@@ -121,6 +121,7 @@ impl Ambassador {
             etcd_endpoints: vec![store.url.clone()],
             key: key.to_owned(),
             connect_timeout: Duration::from_secs(2),
+            backend_wait: Duration::from_secs(2),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -247,6 +248,22 @@ async fn a_backend_move_is_followed_and_open_connections_stay_on_theirs() {
 }
 
 #[tokio::test]
+async fn a_connection_arriving_while_a_backend_moves_waits_for_the_new_one() {
+    let store = Store::start().await;
+    let (a, b) = (Echo::start("a").await, Echo::start("b").await);
+    set(&store, "/services/echo/h:echo:7", &a.addr.to_string()).await;
+    let amb = Ambassador::start(&store, "/services/echo").await;
+    assert_eq!(ask_once(amb.addr, "x").await.as_deref(), Some("a:x"));
+
+    // Break before make: the old registration goes first.
+    store.client().delete("/services/echo/h:echo:7", &DeleteOptions::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut during = Conn::open(amb.addr).await;
+    set(&store, "/services/echo/h2:echo:7", &b.addr.to_string()).await;
+    assert_eq!(during.ask("y").await.as_deref(), Some("b:y"), "held, then sent to the new backend");
+}
+
+#[tokio::test]
 async fn a_backend_that_refuses_is_skipped_for_the_next() {
     let store = Store::start().await;
     let a = Echo::start("a").await;
@@ -288,6 +305,7 @@ async fn the_proxy_waits_for_the_store_and_picks_backends_up_once_it_answers() {
         etcd_endpoints: vec![store_url],
         key: "/amb/echo".into(),
         connect_timeout: Duration::from_secs(1),
+        backend_wait: Duration::ZERO,
     };
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = ready.clone();

@@ -134,6 +134,9 @@ async fn redis_traffic_follows_a_backend_move(kind: ServerKind) {
     for _ in 0..10 {
         answers.push(redis_cli(amb.port, &["get", "who"]));
     }
+    // The move as the registrator writes it when redis moves: the old
+    // registration goes, then the new one comes. Connections arriving in
+    // between wait for the new backend rather than fail.
     client.delete(&k1, &DeleteOptions::default()).await.unwrap();
     client.set(&k2, &format!("127.0.0.1:{p2}"), &SetOptions::default()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
