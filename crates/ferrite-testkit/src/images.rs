@@ -233,20 +233,46 @@ impl Drop for Container {
 }
 
 /// The address of Docker's default bridge on the host (`docker0`), which
-/// containers on the bridge reach the host through.
+/// containers on the bridge reach the host through: the network's gateway
+/// when Docker states one, else the bridge interface's own IPv4 address.
 pub fn bridge_gateway() -> Result<String> {
-    let output = Command::new("docker")
-        .args(["network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"])
-        .output()?;
-    if !output.status.success() {
-        bail!("docker network inspect bridge failed: {}", String::from_utf8_lossy(&output.stderr));
+    let inspect = |template: &str| -> Result<String> {
+        let output = Command::new("docker").args(["network", "inspect", "bridge", "-f", template]).output()?;
+        if !output.status.success() {
+            bail!("docker network inspect bridge failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    let gateway = inspect("{{range .IPAM.Config}}{{.Gateway}}{{end}}")?;
+    if !gateway.is_empty() {
+        return Ok(gateway);
     }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    let mut interface = inspect("{{index .Options \"com.docker.network.bridge.name\"}}")?;
+    if interface.is_empty() || interface == "<no value>" {
+        interface = "docker0".into();
+    }
+    let output = Command::new("ip").args(["-4", "-o", "addr", "show", "dev", &interface]).output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_inet(&text).with_context(|| format!("no IPv4 address on {interface}: {text:?}"))
+}
+
+/// The address of `ip -4 -o addr show` output's first `inet a.b.c.d/n`.
+fn parse_inet(text: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "inet")?;
+    Some(words.next()?.split('/').next()?.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_output_gives_the_bridge_address() {
+        let text = "5: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0\\       valid_lft forever\n";
+        assert_eq!(parse_inet(text).as_deref(), Some("172.17.0.1"));
+        assert_eq!(parse_inet(""), None);
+    }
 
     #[test]
     fn ldd_output_gives_libraries_and_the_loader() {
