@@ -72,8 +72,15 @@ impl Image {
         self
     }
 
-    /// Assembles the tree and imports it; returns the image name.
+    /// Assembles the tree and imports it into the engine `docker` reaches
+    /// by default; returns the image name.
     pub fn import(&self) -> Result<String> {
+        self.import_to(None)
+    }
+
+    /// As [`Image::import`], into the engine at `docker_host`
+    /// (`unix:///path`) when given.
+    pub fn import_to(&self, docker_host: Option<&str>) -> Result<String> {
         let dir = tempfile::Builder::new().prefix("ferrite-image-").tempdir()?;
         let root = dir.path();
         for sub in ["etc", "tmp", "data", "root"] {
@@ -99,7 +106,7 @@ impl Image {
             }
             std::fs::write(&target, content)?;
         }
-        let mut import = Command::new("docker");
+        let mut import = docker_command(docker_host);
         import.arg("import");
         if !self.entrypoint.is_empty() {
             import.args(["--change", &format!("ENTRYPOINT {}", serde_json::to_string(&self.entrypoint)?)]);
@@ -172,27 +179,42 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// `docker`, talking to `docker_host` when given.
+fn docker_command(docker_host: Option<&str>) -> Command {
+    let mut command = Command::new("docker");
+    if let Some(host) = docker_host {
+        command.env("DOCKER_HOST", host);
+    }
+    command
+}
+
 /// A container started with `docker run -d`, removed (forcibly) on drop.
 #[derive(Debug)]
 pub struct Container {
     pub id: String,
     pub name: String,
+    docker_host: Option<String>,
 }
 
 impl Container {
     /// `docker run -d --name <name> <args...>`.
     pub fn run(name: &str, args: &[&str]) -> Result<Container> {
-        let output = Command::new("docker").args(["run", "-d", "--name", name]).args(args).output()?;
+        Container::run_on(None, name, args)
+    }
+
+    /// As [`Container::run`], on the engine at `docker_host` when given.
+    pub fn run_on(docker_host: Option<&str>, name: &str, args: &[&str]) -> Result<Container> {
+        let output = docker_command(docker_host).args(["run", "-d", "--name", name]).args(args).output()?;
         if !output.status.success() {
             bail!("docker run {name} failed: {}", String::from_utf8_lossy(&output.stderr));
         }
         let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        Ok(Container { id, name: name.to_owned() })
+        Ok(Container { id, name: name.to_owned(), docker_host: docker_host.map(str::to_owned) })
     }
 
     /// `docker <verb> <this container>` (stop, kill, start...).
     pub fn docker(&self, verb: &[&str]) -> Result<String> {
-        let output = Command::new("docker").args(verb).arg(&self.id).output()?;
+        let output = docker_command(self.docker_host.as_deref()).args(verb).arg(&self.id).output()?;
         if !output.status.success() {
             bail!("docker {} {} failed: {}", verb.join(" "), self.name, String::from_utf8_lossy(&output.stderr));
         }
@@ -213,7 +235,7 @@ impl Container {
 
     /// The container's logs, for failure messages.
     pub fn logs(&self) -> String {
-        Command::new("docker")
+        docker_command(self.docker_host.as_deref())
             .args(["logs", "--tail", "50", &self.id])
             .output()
             .map(|o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
@@ -222,13 +244,115 @@ impl Container {
 
     /// Removes the container now (as drop does).
     pub fn remove(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", "-v", &self.id]).output();
+        let _ = docker_command(self.docker_host.as_deref()).args(["rm", "-f", "-v", &self.id]).output();
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+/// A Docker engine of the test's own (`dockerd` with its own socket, data
+/// and exec roots, no bridge and no iptables rules, so it leaves the
+/// machine's engine and network alone), which a test may stop and start
+/// again. Stopped with SIGTERM on drop, as systemd stops docker.service,
+/// so it stops its containers and its containerd.
+#[derive(Debug)]
+pub struct PrivateEngine {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    /// `unix:///.../docker.sock`, for `DOCKER_HOST`.
+    pub host: String,
+}
+
+impl PrivateEngine {
+    pub fn start() -> Result<PrivateEngine> {
+        let dir = tempfile::Builder::new().prefix("ferrite-dockerd-").tempdir()?;
+        let host = format!("unix://{}", dir.path().join("docker.sock").display());
+        let mut engine = PrivateEngine { child: None, dir, host };
+        engine.spawn()?;
+        Ok(engine)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let root = self.dir.path();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(root.join("dockerd.log"))?;
+        let child = Command::new("dockerd")
+            .args(["--host", &self.host])
+            .arg("--data-root")
+            .arg(root.join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("docker.pid"))
+            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"])
+            .args(["--shutdown-timeout", "2"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("cannot start dockerd")?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let answered = docker_command(Some(&self.host))
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answered {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("the private dockerd did not answer; see {}", root.join("dockerd.log").display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM, then wait for it to exit (SIGKILL after 30 s).
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the private dockerd did not stop on SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Stops the engine and starts it again on the same roots, as a
+    /// package upgrade or `systemctl restart docker` does.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// The tail of the engine's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        // Containers first, so the engine's shutdown is quick.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg("ids=$(docker ps -aq); [ -z \"$ids\" ] || docker rm -f $ids")
+            .env("DOCKER_HOST", &self.host)
+            .output();
+        let _ = self.stop();
     }
 }
 

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrite_etcd_client::{Client, GetOptions};
-use ferrite_testkit::images::{workspace_bin, Container, Image};
+use ferrite_testkit::images::{workspace_bin, Container, Image, PrivateEngine};
 use ferrite_testkit::{Cluster, Process, ServerKind};
 
 /// A suffix no other run uses: names of containers, services, prefixes.
@@ -266,4 +266,67 @@ async fn registrations_are_restored_when_the_store_comes_back() {
     converge(&client, &prefix, &[&svc], &want, &mut reg).await;
     drop((a, b));
     remove_image(&image);
+}
+
+#[tokio::test]
+async fn a_docker_daemon_restart_means_a_resync() {
+    // An engine of this test's own, which it may restart.
+    let sfx = suffix();
+    let mut engine = PrivateEngine::start().unwrap();
+    let docker_host = engine.host.clone();
+    let on = Some(docker_host.as_str());
+    let image = Image::new(&format!("ferrite-test/ping-{sfx}:latest"))
+        .binary(workspace_bin("ferrite-ping"), "/usr/bin/ferrite-ping")
+        .entrypoint(&["/usr/bin/ferrite-ping"])
+        .expose("8080/tcp")
+        .import_to(on)
+        .unwrap();
+    let store = store(ServerKind::Ferrite).await;
+    let client = Client::new([store.member(0).client_url()]).unwrap();
+    let (host, prefix) = (format!("host-{sfx}"), format!("/services-{sfx}"));
+    let (once, always) = (format!("once-{sfx}"), format!("always-{sfx}"));
+    // Host networking (the engine has no bridge): the exposed port is
+    // registered as the host's.
+    let run = |name: &str, service: &str, extra: &[&str]| {
+        let env = format!("SERVICE_NAME={service}");
+        let mut args = vec!["--net", "host", "-e", &env, "-e", "PING_LISTEN=127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        args.push(image.as_str());
+        Container::run_on(on, name, &args).unwrap()
+    };
+    let a = run(&format!("a-{sfx}"), &once, &[]);
+    let _c = run(&format!("c-{sfx}"), &always, &["--restart", "always"]);
+    let mut reg = registrator(&store, &host, &prefix, &["-docker-host", &docker_host]);
+    let key_a = format!("{prefix}/{once}/{host}:a-{sfx}:8080");
+    let key_c = format!("{prefix}/{always}/{host}:c-{sfx}:8080");
+    let services = [once.as_str(), always.as_str()];
+    let mut want =
+        BTreeMap::from([(key_a.clone(), "127.0.0.1:8080".to_owned()), (key_c.clone(), "127.0.0.1:8080".to_owned())]);
+    converge(&client, &prefix, &services, &want, &mut reg).await;
+
+    // The engine restarts: a stays stopped, c comes back by its restart
+    // policy while the registrator is still reconnecting.
+    engine.restart().unwrap();
+    want.remove(&key_a);
+    converge(&client, &prefix, &services, &want, &mut reg).await;
+    assert_eq!(c_state(&engine, &format!("c-{sfx}")), "running", "{}", engine.log_tail());
+    let log = reg.process.log_tail(200);
+    assert!(log.contains("resyncing"), "the registrator saw the engine go and synced again:\n{log}");
+
+    // The registrator follows the new engine's events.
+    a.docker(&["start"]).unwrap();
+    want.insert(key_a, "127.0.0.1:8080".to_owned());
+    converge(&client, &prefix, &services, &want, &mut reg).await;
+    a.docker(&["stop", "-t", "1"]).unwrap();
+    want.remove(&format!("{prefix}/{once}/{host}:a-{sfx}:8080"));
+    converge(&client, &prefix, &services, &want, &mut reg).await;
+}
+
+fn c_state(engine: &PrivateEngine, name: &str) -> String {
+    let output = Command::new("docker")
+        .env("DOCKER_HOST", &engine.host)
+        .args(["inspect", "-f", "{{.State.Status}}", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
