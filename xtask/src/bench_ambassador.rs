@@ -97,7 +97,7 @@ pub fn ambassador(root: &Path, requests: u32, rounds: usize, write: bool) -> Res
             }
         }
     }
-    let table = render(&samples, &targets, requests, rounds);
+    let table = render(&samples, requests, rounds);
     println!("{table}");
     if write {
         let path = root.join("BENCHMARKS.md");
@@ -149,7 +149,7 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
-fn render(samples: &[Vec<Vec<Figures>>], targets: &[(&str, u16)], requests: u32, rounds: usize) -> String {
+fn render(samples: &[Vec<Vec<Figures>>], requests: u32, rounds: usize) -> String {
     let mut out = format!(
         "Command: `cargo xtask bench ambassador --requests {requests} --rounds {rounds}` (redis-server 7 and \
          ferrite-ambassador on loopback, redis-benchmark -t set,get -n {requests}; median of {rounds} \
@@ -159,18 +159,20 @@ fn render(samples: &[Vec<Vec<Figures>>], targets: &[(&str, u16)], requests: u32,
     );
     for (l, load) in LOADS.iter().enumerate() {
         for (c, command) in ["SET", "GET"].iter().enumerate() {
-            let pick = |t: usize| -> Vec<f64> {
-                samples[l][t].iter().map(|f| if c == 0 { f.0 } else { f.1 }).collect()
-            };
+            let pick =
+                |t: usize| -> Vec<f64> { samples[l][t].iter().map(|f| if c == 0 { f.0 } else { f.1 }).collect() };
             let (mut direct, mut through) = (pick(0), pick(1));
             let each = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
             let rounds_text = format!("{} / {}", each(&direct), each(&through));
             let (d, t) = (median(&mut direct), median(&mut through));
             let ratio = if d > 0.0 { t / d } else { 0.0 };
-            out.push_str(&format!("| {} | {command} | {d:.0} | {t:.0} | {:.0}% | {rounds_text} |\n", load.name, ratio * 100.0));
+            out.push_str(&format!(
+                "| {} | {command} | {d:.0} | {t:.0} | {:.0}% | {rounds_text} |\n",
+                load.name,
+                ratio * 100.0
+            ));
         }
     }
-    let _ = targets;
     out
 }
 
@@ -180,7 +182,8 @@ mod tests {
 
     #[test]
     fn reads_redis_benchmark_csv() {
-        let text = "\"test\",\"rps\",\"avg_latency_ms\"\n\"SET\",\"28818.44\",\"1.229\"\n\"GET\",\"51150.89\",\"0.649\"\n";
+        let text =
+            "\"test\",\"rps\",\"avg_latency_ms\"\n\"SET\",\"28818.44\",\"1.229\"\n\"GET\",\"51150.89\",\"0.649\"\n";
         assert_eq!(parse_csv(text), Some((28818.44, 51150.89)));
         assert_eq!(parse_csv("\"SET\",\"1\"\n"), None);
     }

@@ -103,7 +103,10 @@ mod tests {
     fn a_registrator_directory_lists_every_child_in_key_order() {
         let node = dir(
             "/services/redis",
-            vec![leaf("/services/redis/h2:redis:6379", "10.0.0.2:32768"), leaf("/services/redis/h1:redis:6379", "10.0.0.1:32768")],
+            vec![
+                leaf("/services/redis/h2:redis:6379", "10.0.0.2:32768"),
+                leaf("/services/redis/h1:redis:6379", "10.0.0.1:32768"),
+            ],
         );
         let (backends, rejected) = Leaves::from_node(Some(&node)).backends();
         assert_eq!(backends, ["10.0.0.1:32768", "10.0.0.2:32768"]);
@@ -124,7 +127,10 @@ mod tests {
         assert_eq!(backends, ["h:80"]);
         assert_eq!(
             rejected,
-            [Rejected { key: "/s/a".into(), entry: "10.0.0.1".into() }, Rejected { key: "/s/b".into(), entry: "10.0.0.1:0".into() }]
+            [
+                Rejected { key: "/s/a".into(), entry: "10.0.0.1".into() },
+                Rejected { key: "/s/b".into(), entry: "10.0.0.1:0".into() }
+            ]
         );
     }
 

@@ -40,8 +40,9 @@ struct Args {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let config = ferrite_ambassador::Config {
         etcd_endpoints: args.etcd_endpoints,
         key: args.key,

@@ -83,7 +83,9 @@ impl Bridge {
         for service in &found {
             self.pending_deletes.remove(&service.key(self.registry.prefix()));
             match self.registry.register(service).await {
-                Ok(()) => tracing::info!(container = short(id), service = %service.id, key = %service.key(self.registry.prefix()), value = %service.value(), "added"),
+                Ok(()) => {
+                    tracing::info!(container = short(id), service = %service.id, key = %service.key(self.registry.prefix()), value = %service.value(), "added")
+                }
                 Err(e) => {
                     tracing::warn!(service = %service.id, error = %ferrite_daemon::error_chain(&e), "register failed; will retry");
                     self.unsynced = true;
@@ -190,8 +192,7 @@ impl Bridge {
                 return;
             }
         };
-        let ours: BTreeSet<String> =
-            self.services.values().flatten().map(|s| s.key(self.registry.prefix())).collect();
+        let ours: BTreeSet<String> = self.services.values().flatten().map(|s| s.key(self.registry.prefix())).collect();
         for entry in stored {
             let Some((host, _container)) = parse_id(&entry.id) else { continue };
             if host != self.settings.hostname || ours.contains(&entry.key) {

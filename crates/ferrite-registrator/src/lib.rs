@@ -151,8 +151,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>, ready: impl
         // Subscribe before the sync: events since a moment before it are
         // replayed, so a container that starts or dies meanwhile is seen.
         let since = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let filters =
-            HashMap::from([("type".to_owned(), vec!["container".to_owned()]), ("event".to_owned(), vec!["start".to_owned(), "die".to_owned()])]);
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("event".to_owned(), vec!["start".to_owned(), "die".to_owned()]),
+        ]);
         let options = EventsOptions { since: Some(since.to_string()), until: None, filters: Some(filters) };
         let mut events = Box::pin(docker.events(Some(options)));
         bridge.set_docker(docker.clone());
@@ -238,8 +240,10 @@ mod tests {
         let args = ["registrator", "-ip", "10.0.0.1", "-ttl=30", "-internal", "--resync", "5", "-x", "etcd://h:1/s"]
             .map(OsString::from);
         let flags = ["ip", "ttl", "internal", "resync"];
-        let out: Vec<String> =
-            go_style_args(args, &flags).into_iter().map(|a| a.into_string().unwrap()).collect();
-        assert_eq!(out, ["registrator", "--ip", "10.0.0.1", "--ttl=30", "--internal", "--resync", "5", "-x", "etcd://h:1/s"]);
+        let out: Vec<String> = go_style_args(args, &flags).into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(
+            out,
+            ["registrator", "--ip", "10.0.0.1", "--ttl=30", "--internal", "--resync", "5", "-x", "etcd://h:1/s"]
+        );
     }
 }

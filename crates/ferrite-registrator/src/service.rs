@@ -110,17 +110,13 @@ fn port(container: &ContainerInspectResponse, exposed: &str, published: &[PortBi
     let networks = container.network_settings.as_ref().and_then(|n| n.networks.as_ref());
     // A user-defined network: its address stands for the host's.
     if !matches!(network_mode.as_str(), "bridge" | "default" | "host" | "") {
-        host_ip = networks
-            .and_then(|n| n.get(&network_mode))
-            .and_then(|e| e.ip_address.clone())
-            .unwrap_or_default();
+        host_ip = networks.and_then(|n| n.get(&network_mode)).and_then(|e| e.ip_address.clone()).unwrap_or_default();
     }
     let (exposed_port, protocol) = match exposed.split_once('/') {
         Some((port, protocol)) => (port.to_owned(), protocol.to_owned()),
         None => (exposed.to_owned(), "tcp".to_owned()),
     };
-    let mut exposed_ip =
-        container.network_settings.as_ref().and_then(|n| n.ip_address.clone()).unwrap_or_default();
+    let mut exposed_ip = container.network_settings.as_ref().and_then(|n| n.ip_address.clone()).unwrap_or_default();
     if exposed_ip.is_empty() {
         // Sorted, so the choice is stable (Go's map order is random).
         let mut addresses: Vec<_> = networks.into_iter().flatten().collect();
@@ -200,11 +196,7 @@ fn non_empty(map: &BTreeMap<String, String>, key: &str) -> Option<String> {
 
 /// The `SERVICE_*` attributes that apply to `port`, lower-cased without
 /// the prefix, and which of them came from `SERVICE_<port>_*`.
-fn metadata(
-    labels: BTreeMap<String, String>,
-    env: &[String],
-    port: &str,
-) -> (BTreeMap<String, String>, Vec<String>) {
+fn metadata(labels: BTreeMap<String, String>, env: &[String], port: &str) -> (BTreeMap<String, String>, Vec<String>) {
     let mut all = labels;
     // The environment wins over labels.
     for entry in env {
@@ -259,7 +251,13 @@ mod tests {
     #[test]
     fn port_specific_attributes_win_and_other_ports_are_ignored() {
         let labels = BTreeMap::from([("SERVICE_NAME".to_owned(), "from-label".to_owned())]);
-        let env = ["SERVICE_NAME=web".to_owned(), "SERVICE_80_NAME=http".into(), "SERVICE_443_NAME=https".into(), "SERVICE_CHECK_HTTP=/health".into(), "PATH=/bin".into()];
+        let env = [
+            "SERVICE_NAME=web".to_owned(),
+            "SERVICE_80_NAME=http".into(),
+            "SERVICE_443_NAME=https".into(),
+            "SERVICE_CHECK_HTTP=/health".into(),
+            "PATH=/bin".into(),
+        ];
         let (meta, from_port) = metadata(labels.clone(), &env, "80");
         assert_eq!(meta.get("name").map(String::as_str), Some("http"));
         assert_eq!(meta.get("check_http").map(String::as_str), Some("/health"));

@@ -393,7 +393,8 @@ mod tests {
 
     #[test]
     fn ip_output_gives_the_bridge_address() {
-        let text = "5: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0\\       valid_lft forever\n";
+        let text =
+            "5: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0\\       valid_lft forever\n";
         assert_eq!(parse_inet(text).as_deref(), Some("172.17.0.1"));
         assert_eq!(parse_inet(""), None);
     }

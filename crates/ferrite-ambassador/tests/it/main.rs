@@ -166,7 +166,11 @@ impl Conn {
         if self.write.write_all(format!("{line}\n").as_bytes()).await.is_err() {
             return None;
         }
-        tokio::time::timeout(Duration::from_secs(10), self.read.next_line()).await.expect("an answer in time").ok().flatten()
+        tokio::time::timeout(Duration::from_secs(10), self.read.next_line())
+            .await
+            .expect("an answer in time")
+            .ok()
+            .flatten()
     }
 }
 

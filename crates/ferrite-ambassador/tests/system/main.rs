@@ -97,9 +97,12 @@ impl Held {
 async fn start_store(kind: ServerKind) -> Cluster {
     match kind {
         ServerKind::Etcd => Cluster::start(ServerKind::Etcd, 1).await.unwrap(),
-        ServerKind::Ferrite => {
-            Cluster::builder(ServerKind::Ferrite).members(1).ferrite_bin(workspace_bin("ferrite-store")).start().await.unwrap()
-        }
+        ServerKind::Ferrite => Cluster::builder(ServerKind::Ferrite)
+            .members(1)
+            .ferrite_bin(workspace_bin("ferrite-store"))
+            .start()
+            .await
+            .unwrap(),
     }
 }
 

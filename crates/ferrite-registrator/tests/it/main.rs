@@ -26,10 +26,7 @@ fn entries(found: &[Service]) -> Vec<(String, String)> {
 #[test]
 fn a_published_port_is_registered_under_the_image_name_at_the_hosts_address() {
     let found = services(&fixture("redis"), &settings());
-    assert_eq!(
-        entries(&found),
-        [("/services/redis/host1:sk-fix-redis:6379".to_owned(), "10.0.0.9:32768".to_owned())]
-    );
+    assert_eq!(entries(&found), [("/services/redis/host1:sk-fix-redis:6379".to_owned(), "10.0.0.9:32768".to_owned())]);
     let service = &found[0];
     assert_eq!(service.tags, ["cache", "primary"], "SERVICE_TAGS");
     assert_eq!(service.attrs, BTreeMap::from([("check_tcp".to_owned(), "true".to_owned())]), "a label attribute");

@@ -39,9 +39,12 @@ fn remove_image(name: &str) {
 async fn store(kind: ServerKind) -> Cluster {
     match kind {
         ServerKind::Etcd => Cluster::start(ServerKind::Etcd, 1).await.unwrap(),
-        ServerKind::Ferrite => {
-            Cluster::builder(ServerKind::Ferrite).members(1).ferrite_bin(workspace_bin("ferrite-store")).start().await.unwrap()
-        }
+        ServerKind::Ferrite => Cluster::builder(ServerKind::Ferrite)
+            .members(1)
+            .ferrite_bin(workspace_bin("ferrite-store"))
+            .start()
+            .await
+            .unwrap(),
     }
 }
 
@@ -117,17 +120,33 @@ async fn published_ports_appear_and_disappear(kind: ServerKind) {
     let services = [web.as_str(), &format!("{multi}-8080"), &format!("{multi}-9090")];
 
     // Started before the registrator: found by its first sync.
-    let early = Container::run(&format!("early-{sfx}"), &["-p", "8080", "-e", &format!("SERVICE_NAME={web}"), &image]).unwrap();
+    let early =
+        Container::run(&format!("early-{sfx}"), &["-p", "8080", "-e", &format!("SERVICE_NAME={web}"), &image]).unwrap();
     let mut reg = registrator(&store, &host, &prefix, &[]);
-    let mut want = BTreeMap::from([entry(&prefix, &web, &format!("{host}:early-{sfx}:8080"), format!("127.0.0.1:{}", early.host_port("8080/tcp").unwrap()))]);
+    let mut want = BTreeMap::from([entry(
+        &prefix,
+        &web,
+        &format!("{host}:early-{sfx}:8080"),
+        format!("127.0.0.1:{}", early.host_port("8080/tcp").unwrap()),
+    )]);
     converge(&client, &prefix, &services, &want, &mut reg).await;
 
     // Started after: seen through the events. Two published ports, no
     // name: the image's base name with a port suffix.
     let two = Container::run(&format!("two-{sfx}"), &["-p", "8080", "-p", "9090", &image]).unwrap();
     want.extend([
-        entry(&prefix, &format!("{multi}-8080"), &format!("{host}:two-{sfx}:8080"), format!("127.0.0.1:{}", two.host_port("8080/tcp").unwrap())),
-        entry(&prefix, &format!("{multi}-9090"), &format!("{host}:two-{sfx}:9090"), format!("127.0.0.1:{}", two.host_port("9090/tcp").unwrap())),
+        entry(
+            &prefix,
+            &format!("{multi}-8080"),
+            &format!("{host}:two-{sfx}:8080"),
+            format!("127.0.0.1:{}", two.host_port("8080/tcp").unwrap()),
+        ),
+        entry(
+            &prefix,
+            &format!("{multi}-9090"),
+            &format!("{host}:two-{sfx}:9090"),
+            format!("127.0.0.1:{}", two.host_port("9090/tcp").unwrap()),
+        ),
     ]);
     converge(&client, &prefix, &services, &want, &mut reg).await;
 
@@ -178,7 +197,8 @@ async fn a_killed_registrator_restarted_with_cleanup_converges() {
 
     let (b, c) = (run("b"), run("c"));
     let mut reg = registrator(&store, &host, &prefix, &["-cleanup"]);
-    let mut want = BTreeMap::from([entry(&prefix, &svc, &id("b"), value(&b)), entry(&prefix, &svc, &id("c"), value(&c))]);
+    let mut want =
+        BTreeMap::from([entry(&prefix, &svc, &id("b"), value(&b)), entry(&prefix, &svc, &id("c"), value(&c))]);
     converge(&client, &prefix, &[&svc], &want, &mut reg).await;
 
     // SIGKILL: no chance to deregister anything.
@@ -195,10 +215,7 @@ async fn a_killed_registrator_restarted_with_cleanup_converges() {
     converge(&client, &prefix, &[&svc], &want, &mut reg).await;
 
     // Another host's registration under the same service is not ours to clean.
-    client
-        .set(&format!("{prefix}/{svc}/otherhost:x-{sfx}:8080"), "10.9.9.9:1", &Default::default())
-        .await
-        .unwrap();
+    client.set(&format!("{prefix}/{svc}/otherhost:x-{sfx}:8080"), "10.9.9.9:1", &Default::default()).await.unwrap();
     reg.process.kill().unwrap();
     let mut reg = registrator(&store, &host, &prefix, &["-cleanup"]);
     want.insert(format!("{prefix}/{svc}/otherhost:x-{sfx}:8080"), "10.9.9.9:1".into());
@@ -262,7 +279,10 @@ async fn registrations_are_restored_when_the_store_comes_back() {
 
     store.restart(0).await.unwrap();
     want.clear();
-    want.insert(format!("{prefix}/{svc}/{host}:b-{sfx}:8080"), format!("127.0.0.1:{}", b.host_port("8080/tcp").unwrap()));
+    want.insert(
+        format!("{prefix}/{svc}/{host}:b-{sfx}:8080"),
+        format!("127.0.0.1:{}", b.host_port("8080/tcp").unwrap()),
+    );
     converge(&client, &prefix, &[&svc], &want, &mut reg).await;
     drop((a, b));
     remove_image(&image);

@@ -18,8 +18,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
     let answer = format!("hello from {hostname}\n");
     let app = axum::Router::new().fallback(move || std::future::ready(answer.clone()));
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %args.listen, "answering hello");
     axum::serve(listener, app).with_graceful_shutdown(ferrite_daemon::shutdown_signal()).await?;
     Ok(())

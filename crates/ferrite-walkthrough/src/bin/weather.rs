@@ -95,8 +95,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(addr = %args.listen, "serving the weather");
     axum::serve(listener, router).with_graceful_shutdown(ferrite_daemon::shutdown_signal()).await?;
     Ok(())
