@@ -353,6 +353,9 @@ impl Drop for PrivateEngine {
             .env("DOCKER_HOST", &self.host)
             .output();
         let _ = self.stop();
+        // dockerd leaves its default network namespace mounted under the
+        // exec root; unmounted, the temp dir can go.
+        let _ = Command::new("umount").arg(self.dir.path().join("exec/netns/default")).output();
     }
 }
 
