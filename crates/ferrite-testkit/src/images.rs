@@ -255,14 +255,18 @@ impl Drop for Container {
 }
 
 /// A Docker engine of the test's own (`dockerd` with its own socket, data
-/// and exec roots, no bridge and no iptables rules, so it leaves the
-/// machine's engine and network alone), which a test may stop and start
-/// again. Stopped with SIGTERM on drop, as systemd stops docker.service,
-/// so it stops its containers and its containerd.
+/// and exec roots, its own bridge interface and no iptables rules, so it
+/// leaves the machine's engine and network alone), which a test may stop
+/// and start again. Stopped with SIGTERM on drop, as systemd stops
+/// docker.service, so it stops its containers and its containerd.
+///
+/// Never `--bridge none`: dockerd then deletes the host's `docker0`, which
+/// the machine's own engine needs.
 #[derive(Debug)]
 pub struct PrivateEngine {
     child: Option<std::process::Child>,
     dir: tempfile::TempDir,
+    bridge: String,
     /// `unix:///.../docker.sock`, for `DOCKER_HOST`.
     pub host: String,
 }
@@ -271,7 +275,23 @@ impl PrivateEngine {
     pub fn start() -> Result<PrivateEngine> {
         let dir = tempfile::Builder::new().prefix("ferrite-dockerd-").tempdir()?;
         let host = format!("unix://{}", dir.path().join("docker.sock").display());
-        let mut engine = PrivateEngine { child: None, dir, host };
+        // A bridge of its own, on a subnet nothing else here uses.
+        let n = std::process::id() % 200 + 20;
+        let bridge = format!("ferrite-dk{n}");
+        let subnet = format!("10.254.{n}.1/24");
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        let steps: [&[&str]; 3] = [
+            &["link", "add", &bridge, "type", "bridge"],
+            &["addr", "add", &subnet, "dev", &bridge],
+            &["link", "set", &bridge, "up"],
+        ];
+        for args in steps {
+            let output = Command::new("ip").args(args).output().context("cannot run ip")?;
+            if !output.status.success() {
+                bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+            }
+        }
+        let mut engine = PrivateEngine { child: None, dir, bridge, host };
         engine.spawn()?;
         Ok(engine)
     }
@@ -287,7 +307,7 @@ impl PrivateEngine {
             .arg(root.join("exec"))
             .arg("--pidfile")
             .arg(root.join("docker.pid"))
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"])
+            .args(["--bridge", &self.bridge, "--iptables=false", "--ip-masq=false", "--ip-forward=false"])
             .args(["--shutdown-timeout", "2"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -356,6 +376,7 @@ impl Drop for PrivateEngine {
         // dockerd leaves its default network namespace mounted under the
         // exec root; unmounted, the temp dir can go.
         let _ = Command::new("umount").arg(self.dir.path().join("exec/netns/default")).output();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
     }
 }
 
