@@ -73,14 +73,14 @@ impl Image {
     }
 
     /// Assembles the tree and imports it into the engine `docker` reaches
-    /// by default; returns the image name.
-    pub fn import(&self) -> Result<String> {
+    /// by default. The image is removed when the result is dropped.
+    pub fn import(&self) -> Result<Imported> {
         self.import_to(None)
     }
 
     /// As [`Image::import`], into the engine at `docker_host`
     /// (`unix:///path`) when given.
-    pub fn import_to(&self, docker_host: Option<&str>) -> Result<String> {
+    pub fn import_to(&self, docker_host: Option<&str>) -> Result<Imported> {
         let dir = tempfile::Builder::new().prefix("ferrite-image-").tempdir()?;
         let root = dir.path();
         for sub in ["etc", "tmp", "data", "root"] {
@@ -131,7 +131,28 @@ impl Image {
         if !tar_status.success() || !output.status.success() {
             bail!("importing {} failed: {}", self.name, String::from_utf8_lossy(&output.stderr));
         }
-        Ok(self.name.clone())
+        Ok(Imported { name: self.name.clone(), docker_host: docker_host.map(str::to_owned) })
+    }
+}
+
+/// An imported image, removed (`docker rmi -f`) on drop, even when the
+/// test fails.
+#[derive(Debug)]
+pub struct Imported {
+    name: String,
+    docker_host: Option<String>,
+}
+
+impl Imported {
+    /// `repository:tag`, for `docker run`.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Imported {
+    fn drop(&mut self) {
+        let _ = docker_command(self.docker_host.as_deref()).args(["rmi", "-f", &self.name]).output();
     }
 }
 

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrite_etcd_client::{Client, DeleteOptions, SetOptions};
-use ferrite_testkit::images::{workspace_bin, Container, Image};
+use ferrite_testkit::images::{workspace_bin, Container, Image, Imported};
 use ferrite_testkit::{free_port, Cluster, Process, ServerKind};
 
 fn suffix() -> String {
@@ -21,7 +21,7 @@ fn suffix() -> String {
 }
 
 /// Debian's redis-server as an image.
-fn redis_image(sfx: &str) -> String {
+fn redis_image(sfx: &str) -> Imported {
     Image::new(&format!("ferrite-test/redis-{sfx}:latest"))
         .binary("/usr/bin/redis-server", "/usr/bin/redis-server")
         .entrypoint(&["/usr/bin/redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"])
@@ -109,8 +109,8 @@ async fn start_store(kind: ServerKind) -> Cluster {
 async fn redis_traffic_follows_a_backend_move(kind: ServerKind) {
     let sfx = suffix();
     let image = redis_image(&sfx);
-    let r1 = Container::run(&format!("r1-{sfx}"), &["-p", "6379", &image]).unwrap();
-    let r2 = Container::run(&format!("r2-{sfx}"), &["-p", "6379", &image]).unwrap();
+    let r1 = Container::run(&format!("r1-{sfx}"), &["-p", "6379", image.as_str()]).unwrap();
+    let r2 = Container::run(&format!("r2-{sfx}"), &["-p", "6379", image.as_str()]).unwrap();
     let (p1, p2) = (r1.host_port("6379/tcp").unwrap(), r2.host_port("6379/tcp").unwrap());
     wait_for_redis(p1, &r1);
     wait_for_redis(p2, &r2);
@@ -180,7 +180,6 @@ async fn redis_traffic_follows_a_backend_move(kind: ServerKind) {
     assert!(redis_cli(amb.port, &["get", "who"]).is_err());
     assert!(amb.process.log_tail(20).contains("no backend accepted"), "{}", amb.process.log_tail(20));
     drop((r1, r2));
-    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrite_etcd_client::{Client, GetOptions};
-use ferrite_testkit::images::{workspace_bin, Container, Image, PrivateEngine};
+use ferrite_testkit::images::{workspace_bin, Container, Image, Imported, PrivateEngine};
 use ferrite_testkit::{Cluster, Process, ServerKind};
 
 /// A suffix no other run uses: names of containers, services, prefixes.
@@ -23,17 +23,13 @@ fn suffix() -> String {
 
 /// The ping image under a repository name of this run, so its default
 /// service name (the image's base name) is unique too.
-fn ping_image(sfx: &str) -> String {
+fn ping_image(sfx: &str) -> Imported {
     Image::new(&format!("ferrite-test/ping-{sfx}:latest"))
         .binary(workspace_bin("ferrite-ping"), "/usr/bin/ferrite-ping")
         .entrypoint(&["/usr/bin/ferrite-ping"])
         .expose("8080/tcp")
         .import()
         .unwrap()
-}
-
-fn remove_image(name: &str) {
-    let _ = Command::new("docker").args(["rmi", "-f", name]).output();
 }
 
 async fn store(kind: ServerKind) -> Cluster {
@@ -121,7 +117,8 @@ async fn published_ports_appear_and_disappear(kind: ServerKind) {
 
     // Started before the registrator: found by its first sync.
     let early =
-        Container::run(&format!("early-{sfx}"), &["-p", "8080", "-e", &format!("SERVICE_NAME={web}"), &image]).unwrap();
+        Container::run(&format!("early-{sfx}"), &["-p", "8080", "-e", &format!("SERVICE_NAME={web}"), image.as_str()])
+            .unwrap();
     let mut reg = registrator(&store, &host, &prefix, &[]);
     let mut want = BTreeMap::from([entry(
         &prefix,
@@ -133,7 +130,7 @@ async fn published_ports_appear_and_disappear(kind: ServerKind) {
 
     // Started after: seen through the events. Two published ports, no
     // name: the image's base name with a port suffix.
-    let two = Container::run(&format!("two-{sfx}"), &["-p", "8080", "-p", "9090", &image]).unwrap();
+    let two = Container::run(&format!("two-{sfx}"), &["-p", "8080", "-p", "9090", image.as_str()]).unwrap();
     want.extend([
         entry(
             &prefix,
@@ -170,7 +167,6 @@ async fn published_ports_appear_and_disappear(kind: ServerKind) {
     );
     converge(&client, &prefix, &services, &want, &mut reg).await;
     drop(early);
-    remove_image(&image);
 }
 
 #[tokio::test]
@@ -191,7 +187,7 @@ async fn a_killed_registrator_restarted_with_cleanup_converges() {
     let client = Client::new([store.member(0).client_url()]).unwrap();
     let (host, prefix, svc) = (format!("host-{sfx}"), format!("/services-{sfx}"), format!("svc-{sfx}"));
     let name = format!("SERVICE_NAME={svc}");
-    let run = |c: &str| Container::run(&format!("{c}-{sfx}"), &["-p", "8080", "-e", &name, &image]).unwrap();
+    let run = |c: &str| Container::run(&format!("{c}-{sfx}"), &["-p", "8080", "-e", &name, image.as_str()]).unwrap();
     let value = |c: &Container| format!("127.0.0.1:{}", c.host_port("8080/tcp").unwrap());
     let id = |c: &str| format!("{host}:{c}-{sfx}:8080");
 
@@ -221,7 +217,6 @@ async fn a_killed_registrator_restarted_with_cleanup_converges() {
     want.insert(format!("{prefix}/{svc}/otherhost:x-{sfx}:8080"), "10.9.9.9:1".into());
     converge(&client, &prefix, &[&svc], &want, &mut reg).await;
     drop((b, d));
-    remove_image(&image);
 }
 
 #[tokio::test]
@@ -231,7 +226,8 @@ async fn ttl_keys_live_while_refreshed_and_expire_once_the_registrator_is_gone()
     let store = store(ServerKind::Ferrite).await;
     let client = Client::new([store.member(0).client_url()]).unwrap();
     let (host, prefix, svc) = (format!("host-{sfx}"), format!("/services-{sfx}"), format!("svc-{sfx}"));
-    let c = Container::run(&format!("t-{sfx}"), &["-p", "8080", "-e", &format!("SERVICE_NAME={svc}"), &image]).unwrap();
+    let c = Container::run(&format!("t-{sfx}"), &["-p", "8080", "-e", &format!("SERVICE_NAME={svc}"), image.as_str()])
+        .unwrap();
     let mut reg = registrator(&store, &host, &prefix, &["-ttl", "3", "-ttl-refresh", "1"]);
     let key = format!("{prefix}/{svc}/{host}:t-{sfx}:8080");
     let want = BTreeMap::from([(key.clone(), format!("127.0.0.1:{}", c.host_port("8080/tcp").unwrap()))]);
@@ -251,7 +247,6 @@ async fn ttl_keys_live_while_refreshed_and_expire_once_the_registrator_is_gone()
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(c);
-    remove_image(&image);
 }
 
 #[tokio::test]
@@ -262,7 +257,7 @@ async fn registrations_are_restored_when_the_store_comes_back() {
     let client = Client::new([store.member(0).client_url()]).unwrap();
     let (host, prefix, svc) = (format!("host-{sfx}"), format!("/services-{sfx}"), format!("svc-{sfx}"));
     let name = format!("SERVICE_NAME={svc}");
-    let a = Container::run(&format!("a-{sfx}"), &["-p", "8080", "-e", &name, &image]).unwrap();
+    let a = Container::run(&format!("a-{sfx}"), &["-p", "8080", "-e", &name, image.as_str()]).unwrap();
     let mut reg = registrator(&store, &host, &prefix, &[]);
     let mut want = BTreeMap::from([(
         format!("{prefix}/{svc}/{host}:a-{sfx}:8080"),
@@ -272,7 +267,7 @@ async fn registrations_are_restored_when_the_store_comes_back() {
 
     // The store goes away; a container starts and another stops meanwhile.
     store.kill(0).unwrap();
-    let b = Container::run(&format!("b-{sfx}"), &["-p", "8080", "-e", &name, &image]).unwrap();
+    let b = Container::run(&format!("b-{sfx}"), &["-p", "8080", "-e", &name, image.as_str()]).unwrap();
     a.docker(&["stop", "-t", "1"]).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(reg.process.is_running(), "an unreachable store does not stop the registrator");
@@ -285,7 +280,6 @@ async fn registrations_are_restored_when_the_store_comes_back() {
     );
     converge(&client, &prefix, &[&svc], &want, &mut reg).await;
     drop((a, b));
-    remove_image(&image);
 }
 
 #[tokio::test]

@@ -15,10 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrite_etcd_client::{Client, GetOptions};
-use ferrite_testkit::images::{bridge_gateway, workspace_bin, Container, Image};
+use ferrite_testkit::images::{bridge_gateway, workspace_bin, Container, Image, Imported};
 use ferrite_testkit::{free_port, Process};
 
-fn image(name: &str, binary: &str, entrypoint: &[&str], expose: Option<&str>, sfx: &str) -> String {
+fn image(name: &str, binary: &str, entrypoint: &[&str], expose: Option<&str>, sfx: &str) -> Imported {
     let mut image = Image::new(&format!("ferrite-test/{name}-{sfx}:latest"))
         .binary(workspace_bin(binary), &format!("/usr/bin/{binary}"))
         .entrypoint(entrypoint);
@@ -83,7 +83,7 @@ async fn the_weather_app_caches_in_redis_through_the_ambassador() {
             "/var/run/docker.sock:/tmp/docker.sock",
             "-e",
             "DOCKER_HOST=unix:///tmp/docker.sock",
-            &registrator_image,
+            registrator_image.as_str(),
             "-ip",
             &gateway,
             "-ttl",
@@ -100,7 +100,7 @@ async fn the_weather_app_caches_in_redis_through_the_ambassador() {
     let redis_service = format!("redis-{sfx}");
     let redis = Container::run(
         &format!("redis-{sfx}"),
-        &["-p", "6379", "-e", &format!("SERVICE_NAME={redis_service}"), &redis_image],
+        &["-p", "6379", "-e", &format!("SERVICE_NAME={redis_service}"), redis_image.as_str()],
     )
     .unwrap();
     let redis_port = redis.host_port("6379/tcp").unwrap();
@@ -118,14 +118,14 @@ async fn the_weather_app_caches_in_redis_through_the_ambassador() {
     // redis-ambassador.service
     let ambassador = Container::run(
         &format!("redis-ambassador-{sfx}"),
-        &[&ambassador_image, "--etcd-endpoints", &store_url, &format!("{prefix}/{redis_service}")],
+        &[ambassador_image.as_str(), "--etcd-endpoints", &store_url, &format!("{prefix}/{redis_service}")],
     )
     .unwrap();
 
     // weather.service
     let weather = Container::run(
         &format!("weather-{sfx}"),
-        &["-p", "8080", "--link", &format!("redis-ambassador-{sfx}:redis"), &weather_image],
+        &["-p", "8080", "--link", &format!("redis-ambassador-{sfx}:redis"), weather_image.as_str()],
     )
     .unwrap();
     let weather_port = weather.host_port("8080/tcp").unwrap();
@@ -166,7 +166,4 @@ async fn the_weather_app_caches_in_redis_through_the_ambassador() {
     assert_eq!(value, Some(format!("{gateway}:{weather_port}")));
 
     drop((weather, ambassador, redis, registrator));
-    for image in [registrator_image, ambassador_image, weather_image, redis_image] {
-        let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
-    }
 }
