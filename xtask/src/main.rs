@@ -81,8 +81,10 @@ enum Bench {
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
 /// reference implementation, wrk for benchmarks, the Docker engine for
 /// containers as stand-in machines, redis (server, redis-cli,
-/// redis-benchmark) for the sidekicks' tests and benchmark.
-const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io", "redis-server", "redis-tools"];
+/// redis-benchmark) for the sidekicks' tests and benchmark, iproute2 for
+/// the bridge a private Docker engine gets in the sidekicks' tests.
+const HOST_PACKAGES: &[&str] =
+    &["etcd-server", "etcd-client", "wrk", "docker.io", "redis-server", "redis-tools", "iproute2"];
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
