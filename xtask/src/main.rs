@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_ambassador;
 mod cluster;
 mod docker;
 
@@ -74,12 +75,28 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
+    /// redis-benchmark against redis directly and through ferrite-ambassador.
+    Ambassador {
+        /// Requests per redis-benchmark run.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u32,
+        /// Rounds per load; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Write the table into BENCHMARKS.md.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
 /// reference implementation, wrk for benchmarks, the Docker engine for
-/// containers as stand-in machines.
-const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io", "debootstrap"];
+/// containers as stand-in machines (debootstrap builds their tree), redis
+/// (server, redis-cli, redis-benchmark) for the sidekicks' tests and
+/// benchmark, iproute2 for the bridge a private Docker engine gets in the
+/// sidekicks' tests.
+const HOST_PACKAGES: &[&str] =
+    &["etcd-server", "etcd-client", "wrk", "docker.io", "debootstrap", "redis-server", "redis-tools", "iproute2"];
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -102,6 +119,11 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-fleet", "--example", "fleet-scale"])?;
             bench::fleet(&root, machines, units, write)
+        }
+        Task::Bench { what: Bench::Ambassador { requests, rounds, write } } => {
+            install_packages(HOST_PACKAGES)?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store", "-p", "ferrite-ambassador"])?;
+            bench_ambassador::ambassador(&root, requests, rounds.max(1), write)
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`Cluster`]: an n-member etcd or ferrite-store cluster started with
 //!   etcd's own flags, with the faults a test needs (kill, pause, resume,
 //!   restart, add a member).
+//! - [`images`]: Docker images from host binaries (no registry) and
+//!   containers removed on drop.
 //! - [`linearizability`]: records concurrent clients' histories of etcd v2
 //!   key operations and checks them for linearizability.
 //! - [`systemd_container`]: Docker containers running systemd as PID 1.
@@ -15,6 +17,7 @@
 //! which port and what its log said.
 
 mod cluster;
+pub mod images;
 pub mod linearizability;
 mod ports;
 mod process;
