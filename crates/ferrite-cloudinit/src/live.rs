@@ -15,6 +15,8 @@ pub struct Live {
     runtime: tokio::runtime::Runtime,
     /// Always `Some` until dropped.
     connection: Option<Systemd>,
+    /// Queue unit commands without waiting for their jobs.
+    no_block: bool,
 }
 
 impl Drop for Live {
@@ -31,13 +33,16 @@ fn unit_error(action: &str, unit: &str, error: ferrite_systemd::Error) -> ApplyE
 }
 
 impl Live {
-    /// Connects to systemd on the system bus.
-    pub fn connect() -> Result<Live, ApplyError> {
+    /// Connects to systemd on the system bus. With `no_block`, unit
+    /// commands are queued and not waited for (`systemctl --no-block`), as
+    /// the boot unit needs: the daemons it configures are ordered after it,
+    /// so their jobs cannot run until it has finished.
+    pub fn connect(no_block: bool) -> Result<Live, ApplyError> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
             ApplyError::Unit { action: "connect to".to_owned(), unit: "systemd".to_owned(), detail: e.to_string() }
         })?;
         let systemd = runtime.block_on(Systemd::system()).map_err(|e| unit_error("connect to", "systemd", e))?;
-        Ok(Live { runtime, connection: Some(systemd) })
+        Ok(Live { runtime, connection: Some(systemd), no_block })
     }
 
     fn block_on<T>(
@@ -79,7 +84,11 @@ impl Machine for Live {
             });
         };
         tracing::info!("{command} {unit}");
-        self.block_on(async |s| s.run(parsed, unit).await).map_err(|e| unit_error(command, unit, e))
+        if self.no_block {
+            self.block_on(async |s| s.enqueue(parsed, unit).await).map(drop).map_err(|e| unit_error(command, unit, e))
+        } else {
+            self.block_on(async |s| s.run(parsed, unit).await).map_err(|e| unit_error(command, unit, e))
+        }
     }
 
     fn run_script(&mut self, path: &str) -> Result<bool, ApplyError> {

@@ -73,6 +73,10 @@ struct ApplyArgs {
     /// /etc/hostname; unit commands and scripts are skipped.
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// Queue unit commands without waiting for their jobs (for the boot
+    /// unit, which the daemons it starts are ordered after).
+    #[arg(long)]
+    no_block: bool,
     /// `$private_ipv4` (otherwise from metadata or COREOS_PRIVATE_IPV4).
     #[arg(long)]
     private_ipv4: Option<IpAddr>,
@@ -149,7 +153,7 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
             outcome
         }
         None => {
-            let mut machine = ferrite_cloudinit::live::Live::connect()?;
+            let mut machine = ferrite_cloudinit::live::Live::connect(args.no_block)?;
             ferrite_cloudinit::apply::apply(&plan, std::path::Path::new("/"), &mut machine)?
         }
     };

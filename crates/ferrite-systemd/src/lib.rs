@@ -245,8 +245,16 @@ impl Systemd {
     /// Ok when it ended `done` (or had nothing to do).
     pub async fn run(&self, command: UnitCommand, unit: &str) -> Result<(), Error> {
         let mut removed = self.manager.receive_job_removed().await.map_err(call("JobRemoved", unit))?;
+        let job = self.enqueue(command, unit).await?;
+        self.wait(&mut removed, &job, command, unit).await
+    }
+
+    /// Queues `command` on `unit` and returns its job without waiting
+    /// (`systemctl --no-block`): for callers ordered before the unit, whose
+    /// job cannot run until they finish.
+    pub async fn enqueue(&self, command: UnitCommand, unit: &str) -> Result<OwnedObjectPath, Error> {
         let mode = "replace";
-        let job = match command {
+        match command {
             UnitCommand::Start => self.manager.start_unit(unit, mode).await,
             UnitCommand::Stop => self.manager.stop_unit(unit, mode).await,
             UnitCommand::Restart => self.manager.restart_unit(unit, mode).await,
@@ -259,8 +267,7 @@ impl Systemd {
             call: "unit command",
             unit: format!("{command} {unit}"),
             source: Box::new(source),
-        })?;
-        self.wait(&mut removed, &job, command, unit).await
+        })
     }
 
     async fn wait(

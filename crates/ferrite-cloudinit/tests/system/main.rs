@@ -47,7 +47,13 @@ fn snapshot(container: &SystemdContainer) -> Result<String> {
 
 /// Applies user data at `path` in the container; (exit code, stdout, stderr).
 fn apply(container: &SystemdContainer, path: &str) -> Result<(i32, String, String)> {
-    let output = container.exec(&[BIN, "apply", "--private-ipv4", "10.0.0.5", "--from-file", path])?;
+    apply_with(container, path, &[])
+}
+
+fn apply_with(container: &SystemdContainer, path: &str, extra: &[&str]) -> Result<(i32, String, String)> {
+    let mut argv = vec![BIN, "apply", "--private-ipv4", "10.0.0.5", "--from-file", path];
+    argv.extend(extra);
+    let output = container.exec(&argv)?;
     Ok((
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -66,8 +72,14 @@ fn the_seed_config_starts_the_store_and_scheduler_with_its_settings() -> Result<
     install_daemons(&container)?;
     container.write("/tmp/seed.yaml", &fixture("it/fixtures/apply/seed.yaml"))?;
 
-    let (code, _, stderr) = apply(&container, "/tmp/seed.yaml")?;
+    // As the boot unit runs it: commands queued, not waited for.
+    let (code, _, stderr) = apply_with(&container, "/tmp/seed.yaml", &["--no-block"])?;
     ensure!(code == 0, "apply failed: {stderr}");
+    for unit in ["ferrite-store.service", "ferrite-fleetd.service"] {
+        container.sh(&format!(
+            "for i in $(seq 300); do systemctl is-active -q {unit} && exit 0; sleep 0.1; done; systemctl status {unit}; exit 1"
+        ))?;
+    }
     assert_eq!(active(&container, "ferrite-store.service")?, "active");
     assert_eq!(active(&container, "etcd.service")?, "active");
     assert_eq!(active(&container, "ferrite-fleetd.service")?, "active");
