@@ -1,14 +1,14 @@
 //! What the scheduler's agent asks of systemd beyond cloud-config's
-//! needs: linking unit files from a directory of its own, queueing start
-//! and stop jobs without waiting for them, reading many units' states in
-//! one call, and following state changes as systemd announces them.
+//! needs: linking unit files from a directory of its own, reading many
+//! units' states in one call, and following state changes as systemd
+//! announces them. (Jobs queued without waiting are [`Systemd::enqueue`].)
 
 use futures::{Stream, StreamExt as _};
 use zbus::message::Type;
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{MatchRule, MessageStream};
 
-use crate::{call, Error, Systemd, UnitCommand, UnitState};
+use crate::{call, Error, Systemd, UnitState};
 
 /// One row of `ListUnitsByNames`: name, description, load state, active
 /// state, sub state, followed unit, object path, job id, job type, job path.
@@ -80,26 +80,6 @@ impl Systemd {
                 Err(Error::Call { call: "ResetFailedUnit", unit: name.to_owned(), source: Box::new(source) })
             }
         }
-    }
-
-    /// Queues a start or stop job (mode `replace`) without waiting for it,
-    /// as fleet's agent does; the outcome shows in the unit's state.
-    pub async fn enqueue(&self, command: UnitCommand, unit: &str) -> Result<(), Error> {
-        let mode = "replace";
-        let job = match command {
-            UnitCommand::Start => self.manager.start_unit(unit, mode).await,
-            UnitCommand::Stop => self.manager.stop_unit(unit, mode).await,
-            UnitCommand::Restart => self.manager.restart_unit(unit, mode).await,
-            UnitCommand::Reload => self.manager.reload_unit(unit, mode).await,
-            UnitCommand::TryRestart => self.manager.try_restart_unit(unit, mode).await,
-            UnitCommand::ReloadOrRestart => self.manager.reload_or_restart_unit(unit, mode).await,
-            UnitCommand::ReloadOrTryRestart => self.manager.reload_or_try_restart_unit(unit, mode).await,
-        };
-        job.map(|_| ()).map_err(|source| Error::Call {
-            call: "unit command",
-            unit: format!("{command} {unit}"),
-            source: Box::new(source),
-        })
     }
 
     /// The states of the named units in one call (a unit systemd does not

@@ -126,11 +126,13 @@ impl UnitManager for SystemdUnits {
     }
 
     async fn start(&self, unit: &str) -> Result<(), SystemdUnitsError> {
-        Ok(self.systemd.enqueue(UnitCommand::Start, unit).await?)
+        self.systemd.enqueue(UnitCommand::Start, unit).await?;
+        Ok(())
     }
 
     async fn stop(&self, unit: &str) -> Result<(), SystemdUnitsError> {
-        Ok(self.systemd.enqueue(UnitCommand::Stop, unit).await?)
+        self.systemd.enqueue(UnitCommand::Stop, unit).await?;
+        Ok(())
     }
 
     async fn states(&self, units: &[String]) -> Result<BTreeMap<String, SystemdState>, SystemdUnitsError> {
