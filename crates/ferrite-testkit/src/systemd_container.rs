@@ -85,15 +85,32 @@ impl SystemdContainer {
     /// mounts over `/etc/hostname` and `/etc/hosts` are removed, so those
     /// are plain files as on a machine.
     pub fn start() -> Result<SystemdContainer> {
-        let image = ensure_image()?;
         // No network: nothing here needs one, and the network rule wants
         // no traffic a test did not create.
+        SystemdContainer::start_with("none", None)
+    }
+
+    /// Starts a container on a network of the test's own, as a machine of
+    /// a cluster, with the given hostname and a machine id of its own.
+    pub fn start_on(network: &Network, hostname: &str) -> Result<SystemdContainer> {
+        let container = SystemdContainer::start_with(&network.name, Some(hostname))?;
+        // The image's tree is shared, so its machine id would be too.
+        container.sh("tr -dc 0-9a-f < /dev/urandom | head -c 32 > /etc/machine-id; echo >> /etc/machine-id")?;
+        Ok(container)
+    }
+
+    fn start_with(network: &str, hostname: Option<&str>) -> Result<SystemdContainer> {
+        let image = ensure_image()?;
         let mut command = Command::new("docker");
+        if let Some(hostname) = hostname {
+            command.args(["run", "--hostname", hostname]);
+        } else {
+            command.arg("run");
+        }
         command.args([
-            "run",
             "-d",
             "--network",
-            "none",
+            network,
             "--cap-add",
             "SYS_ADMIN",
             "--cap-add",
@@ -136,6 +153,30 @@ impl SystemdContainer {
         &self.id
     }
 
+    /// The container's address on its network.
+    pub fn ip(&self) -> Result<String> {
+        let output = run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &self.id,
+        ]))?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// Stops the container the hard way (`docker kill`): the machine dies.
+    pub fn kill(&self) -> Result<()> {
+        run(Command::new("docker").args(["kill", &self.id]))?;
+        Ok(())
+    }
+
+    /// Disconnects the container from its network: the machine is cut off
+    /// but goes on running.
+    pub fn disconnect(&self, network: &Network) -> Result<()> {
+        run(Command::new("docker").args(["network", "disconnect", &network.name, &self.id]))?;
+        Ok(())
+    }
+
     /// Runs a command in the container; its output whatever the status.
     pub fn exec(&self, argv: &[&str]) -> Result<Output> {
         Command::new("docker")
@@ -173,6 +214,30 @@ impl SystemdContainer {
         let temp = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
         std::fs::write(temp.path(), content).context("cannot write a temporary file")?;
         self.copy_in(temp.path(), path)
+    }
+}
+
+/// A Docker bridge network of the test's own, removed on drop (after the
+/// containers on it, which must be dropped first).
+#[derive(Debug)]
+pub struct Network {
+    pub name: String,
+}
+
+impl Network {
+    /// Creates a network named `ferrite-<label>-<pid>`.
+    pub fn create(label: &str) -> Result<Network> {
+        let name = format!("ferrite-{label}-{}", std::process::id());
+        let _ = Command::new("docker").args(["network", "rm", &name]).output();
+        // Internal: the machines reach each other and nothing beyond.
+        run(Command::new("docker").args(["network", "create", "--internal", "--driver", "bridge", &name]))?;
+        Ok(Network { name })
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["network", "rm", &self.name]).output();
     }
 }
 
