@@ -19,11 +19,50 @@ pub struct Machine {
 
 pub struct Cluster {
     pub machines: Vec<Machine>,
-    // Dropped after the machines.
-    _network: Network,
+    network: Network,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // The containers go before their network.
+        self.machines.clear();
+    }
 }
 
 impl Machine {
+    /// A container on `network` with the binaries (and Debian's etcdctl,
+    /// to read the store) in /usr/local/bin.
+    fn create(network: &Network, name: &str) -> Result<Machine> {
+        let container = SystemdContainer::start_on(network, name)?;
+        let ip = container.ip()?;
+        let id = container.sh("cat /etc/machine-id")?.trim().to_owned();
+        for bin in ["ferrite-store", "ferrite-fleetd", "ferrite-fleetctl"] {
+            container.copy_in(&workspace_bin(bin), &format!("/usr/local/bin/{bin}"))?;
+        }
+        container.copy_in(std::path::Path::new("/usr/bin/etcdctl"), "/usr/local/bin/etcdctl")?;
+        Ok(Machine { container, name: name.to_owned(), ip, id })
+    }
+
+    fn write_fleetd_unit(&self, etcd: &str) -> Result<()> {
+        self.container.write(
+            "/etc/systemd/system/ferrite-fleetd.service",
+            &format!(
+                "[Unit]\nDescription=ferrite-fleetd\nAfter=ferrite-store.service\n[Service]\nType=notify\n\
+                 Environment=FLEET_ETCD_SERVERS={etcd}\n\
+                 Environment=FLEET_PUBLIC_IP={ip}\nEnvironment=FLEET_METADATA=hostname={name}\n\
+                 Environment=FLEET_AGENT_TTL={AGENT_TTL_SECS}s\nEnvironment=FLEET_ENGINE_RECONCILE_INTERVAL=1\n\
+                 ExecStart=/usr/local/bin/ferrite-fleetd\n",
+                name = self.name,
+                ip = self.ip
+            ),
+        )
+    }
+
+    /// `ETCDCTL_API=2 etcdctl get KEY` against this machine's store.
+    pub fn etcd_get(&self, key: &str) -> Result<String> {
+        self.container.sh(&format!("ETCDCTL_API=2 etcdctl --endpoints http://127.0.0.1:2379 get {key}"))
+    }
+
     /// Runs fleetctl here: (exit code, stdout, stderr).
     pub fn fleetctl(&self, args: &[&str]) -> Result<(i32, String, String)> {
         let mut argv = vec!["ferrite-fleetctl"];
@@ -57,14 +96,7 @@ impl Cluster {
         let network = Network::create("fleet")?;
         let mut machines = Vec::new();
         for i in 0..count {
-            let name = format!("m{i}");
-            let container = SystemdContainer::start_on(&network, &name)?;
-            let ip = container.ip()?;
-            let id = container.sh("cat /etc/machine-id")?.trim().to_owned();
-            for bin in ["ferrite-store", "ferrite-fleetd", "ferrite-fleetctl"] {
-                container.copy_in(&workspace_bin(bin), &format!("/usr/local/bin/{bin}"))?;
-            }
-            machines.push(Machine { container, name, ip, id });
+            machines.push(Machine::create(&network, &format!("m{i}"))?);
         }
         let initial: Vec<String> = machines.iter().map(|m| format!("{}=http://{}:2380", m.name, m.ip)).collect();
         let initial = initial.join(",");
@@ -81,25 +113,42 @@ impl Cluster {
                     ip = m.ip
                 ),
             )?;
-            m.container.write(
-                "/etc/systemd/system/ferrite-fleetd.service",
-                &format!(
-                    "[Unit]\nDescription=ferrite-fleetd\nAfter=ferrite-store.service\n[Service]\nType=notify\n\
-                     Environment=FLEET_ETCD_SERVERS=http://127.0.0.1:2379\n\
-                     Environment=FLEET_PUBLIC_IP={ip}\nEnvironment=FLEET_METADATA=hostname={name}\n\
-                     Environment=FLEET_AGENT_TTL={AGENT_TTL_SECS}s\nEnvironment=FLEET_ENGINE_RECONCILE_INTERVAL=1\n\
-                     ExecStart=/usr/local/bin/ferrite-fleetd\n",
-                    name = m.name,
-                    ip = m.ip
-                ),
-            )?;
+            m.write_fleetd_unit("http://127.0.0.1:2379")?;
             m.container.sh("systemctl daemon-reload && systemctl start --no-block ferrite-store ferrite-fleetd")?;
         }
-        let cluster = Cluster { machines, _network: network };
+        let cluster = Cluster { machines, network };
         cluster.wait_for("every machine to register", Duration::from_secs(60), |c| {
             Ok(c.machines[0].fleetctl(&["list-machines", "--no-legend"])?.1.lines().count() == count)
         })?;
         Ok(cluster)
+    }
+
+    /// A machine that joins later: fleetd only, using machine 0's store.
+    pub fn add_machine(&mut self, name: &str) -> Result<()> {
+        let machine = Machine::create(&self.network, name)?;
+        machine.write_fleetd_unit(&format!("http://{}:2379", self.machines[0].ip))?;
+        machine.container.sh("systemctl daemon-reload && systemctl start --no-block ferrite-fleetd")?;
+        self.machines.push(machine);
+        let count = self.machines.len();
+        self.wait_for(&format!("{name} to register"), Duration::from_secs(60), |c| {
+            Ok(c.machines[0].fleetctl(&["list-machines", "--no-legend"])?.1.lines().count() == count)
+        })
+    }
+
+    /// The machine that holds the engine lease.
+    pub fn engine_leader(&self) -> Result<&Machine> {
+        let lease = self.machines[0].etcd_get("/_coreos.com/fleet/lease/engine-leader")?;
+        let value: serde_json::Value = serde_json::from_str(lease.trim()).context("the lease is not JSON")?;
+        let id = value["MachineID"].as_str().context("the lease names no machine")?;
+        self.machines.iter().find(|m| m.id == id).context("the lease names an unknown machine")
+    }
+
+    pub fn network_handle(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn machine(&self, name: &str) -> &Machine {
+        self.machines.iter().find(|m| m.name == name).expect("a machine of the cluster")
     }
 
     /// Polls `check` every 250 ms until it holds, failing after `limit`.

@@ -109,3 +109,106 @@ fn a_lost_machines_unit_moves_and_nothing_else_does() -> anyhow::Result<()> {
     assert_eq!(machines.lines().count(), 2, "{machines}");
     Ok(())
 }
+
+#[test]
+fn placement_rules_templates_and_replacing() -> anyhow::Result<()> {
+    let c = Cluster::start(3)?;
+    let m0 = &c.machines[0];
+
+    // MachineMetadata: only m2 is hostname=m2.
+    let path = c.unit_file("meta.service", &format!("{SLEEPER}[X-Fleet]\nMachineMetadata=hostname=m2\n"))?;
+    m0.ctl(&["start", &path])?;
+    assert_eq!(c.running("meta.service")?, ["m2"]);
+
+    // A template with MachineID=%i pins each instance to a machine.
+    c.unit_file("pin@.service", &format!("{SLEEPER}[X-Fleet]\nMachineID=%i\n"))?;
+    let m1 = c.machine("m1");
+    m0.ctl(&["start", &format!("/root/units/pin@{}.service", m1.id)])?;
+    assert_eq!(c.running(&format!("pin@{}.service", m1.id))?, ["m1"]);
+
+    // MachineOf: pong follows ping.
+    let ping = c.unit_file("ping.service", SLEEPER)?;
+    let pong = c.unit_file("pong.service", &format!("{SLEEPER}[X-Fleet]\nMachineOf=ping.service\n"))?;
+    m0.ctl(&["start", &ping, &pong])?;
+    let ping_host = c.running("ping.service")?;
+    assert_eq!(ping_host.len(), 1);
+    assert_eq!(c.running("pong.service")?, ping_host);
+
+    // Templates: instances come from the template file beside them.
+    c.unit_file("hello@.service", "[Unit]\nDescription=hello %i\n[Service]\nExecStart=/bin/sleep infinity\n")?;
+    m0.ctl(&["start", "/root/units/hello@1.service", "/root/units/hello@2.service"])?;
+    assert_eq!(c.running("hello@1.service")?.len(), 1);
+    assert_eq!(c.running("hello@2.service")?.len(), 1);
+    // start --replace with a changed file replaces the unit, which runs on.
+    let changed = "[Unit]\nDescription=hello again %i\n[Service]\nExecStart=/bin/sleep 100000\n";
+    let path = c.unit_file("hello@1.service", changed)?;
+    let (code, _, err) = m0.fleetctl(&["start", &path])?;
+    assert_eq!(code, 0);
+    assert!(err.contains("differs from local unit file"), "{err}");
+    m0.ctl(&["start", "--replace", &path])?;
+    assert_eq!(m0.ctl(&["cat", "hello@1.service"])?, changed.replacen("\n[Service]", "\n\n[Service]", 1));
+    c.wait_for("the replaced hello@1 to run", Duration::from_secs(30), |c| {
+        Ok(c.running("hello@1.service")?.len() == 1)
+    })?;
+
+    // Replaces: kick may only run where replace.0 runs, and pushes it away.
+    let replace = c.unit_file("replace.0.service", SLEEPER)?;
+    m0.ctl(&["start", &replace])?;
+    let old_host = c.running("replace.0.service")?;
+    let kick = c.unit_file(
+        "kick.service",
+        &format!("{SLEEPER}[X-Fleet]\nReplaces=replace.0.service\nMachineMetadata=hostname={}\n", old_host[0]),
+    )?;
+    m0.ctl(&["start", &kick])?;
+    c.wait_for("replace.0 to move off kick's machine", Duration::from_secs(30), |c| {
+        let now = c.running("replace.0.service")?;
+        Ok(now.len() == 1 && now != old_host && c.running("kick.service")? == old_host)
+    })?;
+
+    // The engine's leader dies; another machine leads and places new units.
+    let leader = c.engine_leader()?;
+    let (leader_name, leader_id) = (leader.name.clone(), leader.id.clone());
+    leader.container.kill()?;
+    let killed = std::time::Instant::now();
+    let driver = c.machines.iter().find(|m| m.name != leader_name).unwrap();
+    driver.container.sh("mkdir -p /root/units")?;
+    driver.container.write("/root/units/late.service", SLEEPER)?;
+    driver.ctl(&["start", "--no-block", "/root/units/late.service"])?;
+    c.wait_for("another engine to lead", Duration::from_secs(60), |c| {
+        let lease = driver.etcd_get("/_coreos.com/fleet/lease/engine-leader").unwrap_or_default();
+        Ok(!lease.is_empty() && !lease.contains(&leader_id) && !c.running("late.service")?.is_empty())
+    })?;
+    eprintln!(
+        "engine leader {leader_name} killed: another led and placed a unit after {:.1} s (lease 5 s)",
+        killed.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[test]
+fn global_units_reach_late_machines_and_cut_off_machines_keep_their_units() -> anyhow::Result<()> {
+    let mut c = Cluster::start(3)?;
+    let path = c.unit_file("everywhere.service", &format!("{SLEEPER}[X-Fleet]\nGlobal=true\n"))?;
+    c.machines[0].ctl(&["start", &path])?;
+    c.wait_for("the global unit on three machines", Duration::from_secs(30), |c| {
+        Ok(c.running("everywhere.service")?.len() == 3)
+    })?;
+    c.add_machine("m3")?;
+    c.wait_for("the global unit on the machine that joined", Duration::from_secs(30), |c| {
+        c.machine("m3").is_active("everywhere.service")
+    })?;
+
+    // m3 (fleetd only) runs a unit pinned to it, then loses the network.
+    let pinned = c.unit_file("pinned.service", &format!("{SLEEPER}[X-Fleet]\nMachineMetadata=hostname=m3\n"))?;
+    c.machines[0].ctl(&["start", &pinned])?;
+    assert_eq!(c.running("pinned.service")?, ["m3"]);
+    let m3 = c.machine("m3");
+    m3.container.disconnect(c.network_handle())?;
+    c.wait_for("the cluster to see m3 gone", Duration::from_secs(60), |c| {
+        Ok(c.machines[0].fleetctl(&["list-machines", "--no-legend"])?.1.lines().count() == 3)
+    })?;
+    std::thread::sleep(Duration::from_secs(AGENT_TTL_SECS + 2));
+    assert!(m3.is_active("pinned.service")?, "a machine cut off from the store stopped its unit");
+    assert!(m3.is_active("everywhere.service")?, "a machine cut off from the store stopped its global unit");
+    Ok(())
+}
