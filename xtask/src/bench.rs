@@ -115,8 +115,10 @@ pub fn write_section(root: &Path, name: &str, text: &str) -> Result<()> {
 
 /// `cargo xtask bench fleet`: the scheduler at scale against a 3-member
 /// ferrite-store cluster (the `fleet-scale` example of ferrite-fleet:
-/// the real engine, simulated agents, a burst of units).
-pub fn fleet(root: &Path, machines: usize, units: usize, write: bool) -> Result<()> {
+/// the real engine, simulated agents, a burst of units), then a real agent
+/// at rest with many units (the `agent-idle` example, in a systemd
+/// container).
+pub fn fleet(root: &Path, machines: usize, units: usize, idle_units: usize, write: bool) -> Result<()> {
     let store = LocalCluster::start(
         &root.join("target/release/ferrite-store"),
         &[],
@@ -135,7 +137,18 @@ pub fn fleet(root: &Path, machines: usize, units: usize, write: bool) -> Result<
         bail!("fleet-scale failed: {}", output.status);
     }
     let report = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let number = |key: &str| -> String {
+    drop(store);
+    eprintln!("==> a real agent at rest with {idle_units} units (systemd container)");
+    let output = Command::new(root.join("target/release/examples/agent-idle"))
+        .args(["--units", &idle_units.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run the agent-idle example")?;
+    if !output.status.success() {
+        bail!("agent-idle failed: {}", output.status);
+    }
+    let idle = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let number = |report: &str, key: &str| -> String {
         let pattern = format!("\"{key}\":");
         report
             .split(&pattern)
@@ -144,17 +157,28 @@ pub fn fleet(root: &Path, machines: usize, units: usize, write: bool) -> Result<
             .unwrap_or_else(|| "?".to_owned())
     };
     let table = format!(
-        "Command: `cargo xtask bench fleet --machines {machines} --units {units}` (3-member ferrite-store on loopback, \
-         fsync on; the real engine on its own thread; {machines} agents, the real agent code over in-memory unit \
-         managers, in one process).\n\n\
+        "Command: `cargo xtask bench fleet --machines {machines} --units {units} --idle-units {idle_units}`.\n\n\
+         Scale: a 3-member ferrite-store on loopback (fsync on); the real engine on its own thread; {machines} \
+         agents, the real agent code over in-memory unit managers, in one process; the units submitted 64 at a \
+         time.\n\n\
          | machines | units | burst submitted (s) | all launched after (s) | store requests/s | engine CPU (s) | harness max RSS (MiB) |\n\
          |---:|---:|---:|---:|---:|---:|---:|\n\
-         | {machines} | {units} | {} | {} | {} | {} | {} |\n",
-        number("submit_seconds"),
-        number("converge_seconds"),
-        number("store_requests_per_second"),
-        number("engine_cpu_seconds"),
-        number("process_max_rss_mib"),
+         | {machines} | {units} | {} | {} | {} | {} | {} |\n\n\
+         Rest: one machine (a systemd container) running ferrite-store and ferrite-fleetd as services, \
+         {idle_units} units launched with fleetctl, then CPU measured from /proc over {} s of rest.\n\n\
+         | units | all active after (s) | ferrite-fleetd CPU (% of a core) | ferrite-store CPU (% of a core) | ferrite-fleetd RSS (MiB) |\n\
+         |---:|---:|---:|---:|---:|\n\
+         | {idle_units} | {} | {} | {} | {} |\n",
+        number(&report, "submit_seconds"),
+        number(&report, "converge_seconds"),
+        number(&report, "store_requests_per_second"),
+        number(&report, "engine_cpu_seconds"),
+        number(&report, "process_max_rss_mib"),
+        number(&idle, "idle_seconds"),
+        number(&idle, "launch_seconds"),
+        number(&idle, "fleetd_cpu_percent"),
+        number(&idle, "store_cpu_percent"),
+        number(&idle, "fleetd_rss_mib"),
     );
     println!("{table}");
     if write {

@@ -71,6 +71,9 @@ enum Bench {
         machines: usize,
         #[arg(long, default_value_t = 10_000)]
         units: usize,
+        /// Units on the one real agent measured at rest.
+        #[arg(long, default_value_t = 500)]
+        idle_units: usize,
         /// Write the table into BENCHMARKS.md.
         #[arg(long)]
         write: bool,
@@ -114,11 +117,13 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             bench::store(&root, seconds, rounds.max(1), write)
         }
-        Task::Bench { what: Bench::Fleet { machines, units, write } } => {
+        Task::Bench { what: Bench::Fleet { machines, units, idle_units, write } } => {
             install_packages(HOST_PACKAGES)?;
-            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
-            run(&root, "cargo", &["build", "--release", "-p", "ferrite-fleet", "--example", "fleet-scale"])?;
-            bench::fleet(&root, machines, units, write)
+            docker::ensure_engine()?;
+            run(&root, "cargo", &["build", "--release", "-p", "ferrite-store", "-p", "ferrite-fleet", "--bins"])?;
+            let examples = ["--example", "fleet-scale", "--example", "agent-idle"];
+            run(&root, "cargo", &[&["build", "--release", "-p", "ferrite-fleet"][..], &examples[..]].concat())?;
+            bench::fleet(&root, machines, units, idle_units, write)
         }
         Task::Bench { what: Bench::Ambassador { requests, rounds, write } } => {
             install_packages(HOST_PACKAGES)?;
