@@ -38,7 +38,10 @@ fn main() -> Result<()> {
     }
     machine.write(
         "/etc/systemd/system/ferrite-store.service",
-        "[Service]\nType=notify\nExecStart=/usr/local/bin/ferrite-store --name m0 --data-dir /var/lib/ferrite-store\n",
+        "[Service]\nType=notify\nExecStart=/usr/local/bin/ferrite-store --name m0 --data-dir /var/lib/ferrite-store \
+         --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+         --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+         --initial-cluster m0=http://127.0.0.1:2380\n",
     )?;
     machine.write(
         "/etc/systemd/system/ferrite-fleetd.service",
