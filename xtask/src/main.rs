@@ -70,11 +70,37 @@ enum Bench {
 /// containers as stand-in machines.
 const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io"];
 
+/// Debian packages the image builder and the VM tier use: mkosi (with
+/// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
+/// verity tools that assemble the disk without mounting, QEMU with OVMF
+/// and iPXE to boot it, and an SSH client to drive the guest.
+const IMAGE_PACKAGES: &[&str] = &[
+    "mkosi",
+    "debootstrap",
+    "systemd-container",
+    "erofs-utils",
+    "squashfs-tools",
+    "cryptsetup-bin",
+    "dosfstools",
+    "mtools",
+    "e2fsprogs",
+    "qemu-utils",
+    "qemu-system-x86",
+    "ovmf",
+    "ipxe-qemu",
+    "openssh-client",
+    "cpio",
+    "zstd",
+];
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
     match cli.task {
-        Task::Deps => install_packages(HOST_PACKAGES),
+        Task::Deps => {
+            install_packages(HOST_PACKAGES)?;
+            install_packages(IMAGE_PACKAGES)
+        }
         Task::Test { tier1_only } => test(&root, tier1_only),
         Task::Cluster { check, size } => {
             install_packages(HOST_PACKAGES)?;
