@@ -86,7 +86,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
         Command::new("mksquashfs")
             .arg(stage.join("usr"))
             .arg(&usr)
-            .args(["-noappend", "-comp", "zstd", "-all-root", "-no-xattrs", "-no-progress", "-quiet"])
+            .args(["-noappend", "-comp", "zstd", "-Xcompression-level", "6", "-all-root", "-no-xattrs", "-no-progress", "-quiet"])
             .args(["-mkfs-time", &epoch.to_string(), "-all-time", &epoch.to_string()]),
     )?;
     pad_to(&usr, 4096, "squashfs of /usr")?;
