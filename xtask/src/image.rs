@@ -30,5 +30,9 @@ pub fn boot(root: &Path, check: bool) -> Result<()> {
 
 /// The VM tier: one test at a time (each boots a VM on 2 cores).
 pub fn vm_tests(root: &Path) -> Result<()> {
-    run(root, "cargo", &["test", "-p", "qemu-tests", "--features", "vm-tests", "--test", "vm", "--", "--test-threads=1"])
+    run(
+        root,
+        "cargo",
+        &["test", "-p", "qemu-tests", "--features", "vm-tests", "--test", "vm", "--", "--test-threads=1"],
+    )
 }

@@ -86,7 +86,17 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
         Command::new("mksquashfs")
             .arg(stage.join("usr"))
             .arg(&usr)
-            .args(["-noappend", "-comp", "zstd", "-Xcompression-level", "6", "-all-root", "-no-xattrs", "-no-progress", "-quiet"])
+            .args([
+                "-noappend",
+                "-comp",
+                "zstd",
+                "-Xcompression-level",
+                "6",
+                "-all-root",
+                "-no-xattrs",
+                "-no-progress",
+                "-quiet",
+            ])
             .args(["-mkfs-time", &epoch.to_string(), "-all-time", &epoch.to_string()]),
     )?;
     pad_to(&usr, 4096, "squashfs of /usr")?;
@@ -401,7 +411,7 @@ fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str) -> Result<()> {
     write(
         &rootfs.join("etc/fstab"),
         &format!(
-            "# ROOT grows to the partition (which systemd-repart grows to the disk) on first boot.\nPARTUUID={root_partuuid} / ext4 rw,x-systemd.growfs 0 1\n"
+            "# ROOT: grown to the disk on first boot (systemd-repart, ferrite-grow-root.service).\nPARTUUID={root_partuuid} / ext4 rw 0 1\n"
         ),
         STEP,
     )?;
@@ -544,7 +554,7 @@ fn pxe_initramfs(initrd: &Path, usr: &Path, work: &Path, out: &Path, epoch: u64)
         return Err(Error::Tool { step: STEP, command: "cpio -o".into(), status, stderr: String::new() });
     }
     let mut all = fs::read(initrd).map_err(io(STEP, initrd))?;
-    while all.len() % 4 != 0 {
+    while !all.len().is_multiple_of(4) {
         all.push(0);
     }
     all.extend(fs::read(&cpio).map_err(io(STEP, &cpio))?);
