@@ -82,6 +82,16 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
+    /// The disk image: build and rebuild times, partition and artifact
+    /// sizes, boot time under TCG.
+    Image {
+        /// Also drop the apt download cache (a build from nothing).
+        #[arg(long)]
+        cold: bool,
+        /// Write the table into BENCHMARKS.md.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
@@ -137,6 +147,7 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             bench::store(&root, seconds, rounds.max(1), write)
         }
+        Task::Bench { what: Bench::Image { cold, write } } => image::bench(&root, cold, write),
     }
 }
 

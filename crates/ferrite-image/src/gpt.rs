@@ -108,7 +108,7 @@ pub mod types {
         g([0x0f, 0xc6, 0x3d, 0xaf, 0x84, 0x83, 0x47, 0x72, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4]);
     /// The root filesystem for x86-64.
     pub const ROOT_X86_64: Guid =
-        g([0x4f, 0x68, 0xbc, 0xe3, 0xe8, 0xcc, 0x4d, 0xb1, 0x96, 0xe7, 0xfb, 0xca, 0xf9, 0x84, 0xb7, 0x09]);
+        g([0x4f, 0x68, 0xbc, 0xe3, 0xe8, 0xcd, 0x4d, 0xb1, 0x96, 0xe7, 0xfb, 0xca, 0xf9, 0x84, 0xb7, 0x09]);
 }
 
 /// One partition: where it is and what it is called.
@@ -336,6 +336,20 @@ mod tests {
         assert_eq!(Guid::from_gpt_bytes(esp.to_gpt_bytes()), esp);
         assert!("c12a7328f81f11d2ba4b00a0c93ec93b".parse::<Guid>().is_err());
         assert!("g12a7328-f81f-11d2-ba4b-00a0c93ec93b".parse::<Guid>().is_err());
+    }
+
+    #[test]
+    fn type_guids_are_the_specifications() {
+        // UEFI and the Discoverable Partitions Specification, as text.
+        for (guid, text) in [
+            (types::ESP, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"),
+            (types::USR_X86_64, "8484680c-9521-48c6-9c11-b0720656f69e"),
+            (types::USR_VERITY_X86_64, "77ff5f63-e7b6-4633-acf4-1565b864c0e6"),
+            (types::LINUX_DATA, "0fc63daf-8483-4772-8e79-3d69d8477de4"),
+            (types::ROOT_X86_64, "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"),
+        ] {
+            assert_eq!(guid.to_string(), text);
+        }
     }
 
     #[test]
