@@ -523,6 +523,43 @@ fn mkfs_ext4(image: &Path, dir: &Path, label: &'static str, size: u64, seed: &[u
             .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
             .env("SOURCE_DATE_EPOCH", epoch.to_string()),
     )?;
+    clamp_inode_times(image, dir, label, epoch)
+}
+
+/// `mkfs.ext4 -d` copies each file's atime and ctime from the directory;
+/// reading a file moves its atime and ctime cannot be set, so both are set
+/// to the build's timestamp inside the image with debugfs (no mount).
+fn clamp_inode_times(image: &Path, dir: &Path, step: &'static str, epoch: u64) -> Result<()> {
+    let mut paths = vec![PathBuf::from("/")];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(io(step, &d))?.flatten() {
+            let path = e.path();
+            if e.file_type().map_err(io(step, &path))?.is_dir() {
+                stack.push(path.clone());
+            }
+            paths.push(Path::new("/").join(path.strip_prefix(dir).unwrap_or(&path)));
+        }
+    }
+    paths.sort();
+    let mut script = String::new();
+    for p in &paths {
+        let quoted = format!("\"{}\"", p.display());
+        for field in ["atime", "ctime"] {
+            script.push_str(&format!("sif {quoted} {field} @{epoch}\nsif {quoted} {field}_extra 0\n"));
+        }
+    }
+    let commands = image.with_extension("debugfs");
+    write(&commands, &script, step)?;
+    output(
+        step,
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&commands)
+            .arg(image)
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string()),
+    )?;
     Ok(())
 }
 
