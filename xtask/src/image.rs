@@ -18,6 +18,25 @@ pub fn build(root: &Path, vmdk: bool) -> Result<()> {
     run(root, "target/release/ferrite-image", &args)
 }
 
+/// Builds the image a second time from the same inputs and fails unless
+/// every partition and artifact has the same SHA-256 as the first build.
+pub fn check_reproducible(root: &Path) -> Result<()> {
+    let manifest = root.join("target/ferrite-image/images/manifest.json");
+    let first = std::fs::read_to_string(&manifest).with_context(|| format!("{}", manifest.display()))?;
+    step("rebuilding the image to check it is reproducible");
+    run(root, "target/release/ferrite-image", &["build", "--workspace", ".", "--no-cargo"])?;
+    let second = std::fs::read_to_string(&manifest).with_context(|| format!("{}", manifest.display()))?;
+    if first != second {
+        let a: Vec<&str> = first.lines().collect();
+        let b: Vec<&str> = second.lines().collect();
+        let diff: Vec<String> =
+            a.iter().zip(&b).filter(|(x, y)| x != y).map(|(x, y)| format!("- {x}\n+ {y}")).take(10).collect();
+        anyhow::bail!("two builds of the same inputs differ:\n{}", diff.join("\n"));
+    }
+    eprintln!("two builds gave the same bytes (manifest.json lists the hashes)");
+    Ok(())
+}
+
 /// Boots the built image and prints the guest's boot report.
 pub fn boot(root: &Path, check: bool) -> Result<()> {
     step("booting the image in QEMU");
@@ -67,7 +86,8 @@ pub fn bench(root: &Path, cold: bool, write: bool) -> Result<()> {
     let manifest_path = root.join("target/ferrite-image/images/manifest.json");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path)?)?;
     step("booting the image under TCG");
-    let out = std::process::Command::new(root.join("target/release/ferrite-vm")).arg("--check").current_dir(root).output()?;
+    let out =
+        std::process::Command::new(root.join("target/release/ferrite-vm")).arg("--check").current_dir(root).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         anyhow::bail!("ferrite-vm --check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -102,7 +122,11 @@ pub fn bench(root: &Path, cold: bool, write: bool) -> Result<()> {
         ));
     }
     for a in manifest["artifacts"].as_array().into_iter().flatten() {
-        table.push_str(&format!("| {} | {} |\n", a["name"].as_str().unwrap_or(""), mib(a["size"].as_u64().unwrap_or(0))));
+        table.push_str(&format!(
+            "| {} | {} |\n",
+            a["name"].as_str().unwrap_or(""),
+            mib(a["size"].as_u64().unwrap_or(0))
+        ));
     }
     table.push_str(&format!("| boot to multi-user, systemd-analyze in the guest | {} |\n", field("boot")));
     table.push_str(&format!("| QEMU start to the guest's boot report | {} |\n", wall.trim_start_matches("booted in ")));

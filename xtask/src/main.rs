@@ -178,6 +178,7 @@ fn test(root: &Path, tier1_only: bool, no_vm: bool) -> Result<()> {
     if !tier1_only && !no_vm {
         step("tier 3: the disk image booted in QEMU");
         image::build(root, false)?;
+        image::check_reproducible(root)?;
         image::vm_tests(root)?;
     }
     step("all tests passed");
