@@ -96,8 +96,9 @@ enum Bench {
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
 /// reference implementation, wrk for benchmarks, the Docker engine for
-/// containers as stand-in machines.
-const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io"];
+/// containers as stand-in machines, sfdisk (fdisk) as the independent
+/// reader of the image builder's partition tables.
+const HOST_PACKAGES: &[&str] = &["etcd-server", "etcd-client", "wrk", "docker.io", "fdisk"];
 
 /// Debian packages the image builder and the VM tier use: mkosi (with
 /// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
