@@ -13,6 +13,7 @@ mod bench;
 mod bench_ambassador;
 mod cluster;
 mod docker;
+mod image;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "Ferrite's automation")]
@@ -26,9 +27,12 @@ enum Task {
     /// The whole test suite, as CI runs it: formatting, lints, tier 1
     /// (unit and in-process) and tier 2 (real etcd, etcdctl, processes).
     Test {
-        /// Skip tier 2 (system tests).
+        /// Skip tier 2 (system tests) and tier 3 (VM tests).
         #[arg(long)]
         tier1_only: bool,
+        /// Skip tier 3 (the disk image booted in QEMU).
+        #[arg(long)]
+        no_vm: bool,
     },
     /// Ferrite's main job as far as it exists: build the release binaries
     /// and run a local 3-member ferrite-store cluster on loopback, checked
@@ -40,6 +44,21 @@ enum Task {
         /// Members in the cluster.
         #[arg(long, default_value_t = 3)]
         size: usize,
+    },
+    /// Build Ferrite's disk image (raw, qcow2), PXE set and manifest into
+    /// target/ferrite-image/images. The OS tree is cached: a build after a
+    /// Rust-only change does not rerun mkosi.
+    Image {
+        /// Also write a VMDK.
+        #[arg(long)]
+        vmdk: bool,
+    },
+    /// Ferrite's main job: build the image and boot it in QEMU, printing
+    /// the guest's boot report. Keeps the VM running unless --check.
+    Vm {
+        /// Stop once the boot is reported.
+        #[arg(long)]
+        check: bool,
     },
     /// Install the host packages the tests and tasks need.
     Deps,
@@ -90,6 +109,16 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
+    /// The disk image: build and rebuild times, partition and artifact
+    /// sizes, boot time under TCG.
+    Image {
+        /// Also drop the apt download cache (a build from nothing).
+        #[arg(long)]
+        cold: bool,
+        /// Write the table into BENCHMARKS.md.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
@@ -97,16 +126,58 @@ enum Bench {
 /// containers as stand-in machines (debootstrap builds their tree), redis
 /// (server, redis-cli, redis-benchmark) for the sidekicks' tests and
 /// benchmark, iproute2 for the bridge a private Docker engine gets in the
-/// sidekicks' tests.
-const HOST_PACKAGES: &[&str] =
-    &["etcd-server", "etcd-client", "wrk", "docker.io", "debootstrap", "redis-server", "redis-tools", "iproute2"];
+/// sidekicks' tests, sfdisk (fdisk) as the independent reader of the image
+/// builder's partition tables.
+const HOST_PACKAGES: &[&str] = &[
+    "etcd-server",
+    "etcd-client",
+    "wrk",
+    "docker.io",
+    "debootstrap",
+    "redis-server",
+    "redis-tools",
+    "iproute2",
+    "fdisk",
+];
+
+/// Debian packages the image builder and the VM tier use: mkosi (with
+/// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
+/// verity tools that assemble the disk without mounting, QEMU with OVMF
+/// and iPXE to boot it, and an SSH client to drive the guest.
+pub const IMAGE_PACKAGES: &[&str] = &[
+    "mkosi",
+    "debootstrap",
+    "systemd-container",
+    "erofs-utils",
+    "squashfs-tools",
+    "cryptsetup-bin",
+    "dosfstools",
+    "mtools",
+    "e2fsprogs",
+    "qemu-utils",
+    "qemu-system-x86",
+    "ovmf",
+    "ipxe-qemu",
+    "openssh-client",
+    "cpio",
+    "zstd",
+];
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
     match cli.task {
-        Task::Deps => install_packages(HOST_PACKAGES),
-        Task::Test { tier1_only } => test(&root, tier1_only),
+        Task::Deps => {
+            // Both lists: the test command installs the image packages too.
+            install_packages(HOST_PACKAGES)?;
+            install_packages(IMAGE_PACKAGES)
+        }
+        Task::Test { tier1_only, no_vm } => test(&root, tier1_only, no_vm),
+        Task::Image { vmdk } => image::build(&root, vmdk),
+        Task::Vm { check } => {
+            image::build(&root, false)?;
+            image::boot(&root, check)
+        }
         Task::Cluster { check, size } => {
             install_packages(HOST_PACKAGES)?;
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
@@ -130,6 +201,7 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store", "-p", "ferrite-ambassador"])?;
             bench_ambassador::ambassador(&root, requests, rounds.max(1), write)
         }
+        Task::Bench { what: Bench::Image { cold, write } } => image::bench(&root, cold, write),
     }
 }
 
@@ -138,7 +210,7 @@ fn workspace_root() -> Result<PathBuf> {
     manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
 }
 
-fn test(root: &Path, tier1_only: bool) -> Result<()> {
+fn test(root: &Path, tier1_only: bool, no_vm: bool) -> Result<()> {
     if !tier1_only {
         install_packages(HOST_PACKAGES)?;
     }
@@ -156,6 +228,12 @@ fn test(root: &Path, tier1_only: bool) -> Result<()> {
         // clusters of real processes, and on 2 cores tests running beside
         // them starve those processes and distort what is measured.
         run(root, "cargo", &["test", "--workspace", "--all-features", "--test", "system", "--", "--test-threads=1"])?;
+    }
+    if !tier1_only && !no_vm {
+        step("tier 3: the disk image booted in QEMU");
+        image::build(root, false)?;
+        image::check_reproducible(root)?;
+        image::vm_tests(root)?;
     }
     step("all tests passed");
     Ok(())

@@ -53,12 +53,12 @@ pub enum Datasource {
     /// OpenStack's metadata service, e.g. `http://169.254.169.254`.
     OpenStack(String),
     /// QEMU's fw_cfg entry file, normally
-    /// `/sys/firmware/qemu_fw_cfg/by_name/opt/ferrite/user-data/raw`.
+    /// `/sys/firmware/qemu_fw_cfg/by_name/opt/org.ferrite/user-data/raw`.
     FwCfg(PathBuf),
 }
 
-/// The fw_cfg entry Ferrite reads (`-fw_cfg name=opt/ferrite/user-data,file=...`).
-pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/ferrite/user-data/raw";
+/// The fw_cfg entry Ferrite reads (`-fw_cfg name=opt/org.ferrite/user-data,file=...`).
+pub const FW_CFG_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.ferrite/user-data/raw";
 /// Where the OEM partition's cloud-config is.
 pub const OEM_PATH: &str = "/usr/share/oem/cloud-config.yml";
 

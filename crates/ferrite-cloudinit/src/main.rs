@@ -50,7 +50,7 @@ struct ApplyArgs {
     /// Read a mounted config drive (openstack/latest/user_data and meta_data.json).
     #[arg(long, value_name = "DIR")]
     from_configdrive: Option<PathBuf>,
-    /// Read QEMU's fw_cfg entry opt/ferrite/user-data.
+    /// Read QEMU's fw_cfg entry opt/org.ferrite/user-data.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = datasource::FW_CFG_PATH)]
     from_qemu_fw_cfg: Option<PathBuf>,
     /// Ask EC2's instance metadata service (IMDSv2, falling back to v1).
@@ -98,13 +98,15 @@ impl ApplyArgs {
         sources.extend(self.from_file.clone().map(Datasource::File));
         sources.extend(self.from_url.clone().map(Datasource::Url));
         sources.extend(self.from_proc_cmdline.clone().map(Datasource::ProcCmdline));
-        sources.extend(self.from_oem.clone().map(Datasource::Oem));
         sources.extend(self.from_configdrive.clone().map(Datasource::ConfigDrive));
         sources.extend(self.from_qemu_fw_cfg.clone().map(Datasource::FwCfg));
         sources.extend(self.from_ec2_metadata.clone().map(Datasource::Ec2));
         sources.extend(self.from_gce_metadata.clone().map(Datasource::Gce));
         sources.extend(self.from_digitalocean_metadata.clone().map(Datasource::DigitalOcean));
         sources.extend(self.from_openstack_metadata.clone().map(Datasource::OpenStack));
+        // The OEM partition's config is the image's default: any user data
+        // found elsewhere comes first.
+        sources.extend(self.from_oem.clone().map(Datasource::Oem));
         sources
     }
 }

@@ -49,6 +49,7 @@ fn main() -> Result<()> {
          ExecStart=/usr/local/bin/ferrite-fleetd\n",
     )?;
     machine.sh("systemctl daemon-reload && systemctl start ferrite-store ferrite-fleetd")?;
+    machine.sh("mkdir -p /root/units")?;
     machine.write("/root/units/idle@.service", "[Service]\nExecStart=/bin/sleep infinity\n")?;
     let names: Vec<String> = (1..=args.units).map(|i| format!("/root/units/idle@{i}.service")).collect();
     let started = Instant::now();

@@ -1,0 +1,714 @@
+//! The build pipeline: tree, stage, /usr + verity, ESP, OEM, ROOT, GPT,
+//! outputs, manifest. Each step is logged with its number so a long build
+//! shows where it is.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::derive::{self, hex, sha256, unhex};
+use crate::entry::{self, Slot};
+use crate::gpt::{Entry, Table, SECTOR};
+use crate::layout::{Layout, Role, Sizes};
+use crate::manifest::{self, Manifest};
+use crate::tools::{io, output, visible};
+use crate::{tree, Error, Result};
+
+/// What to build and where.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The workspace root, holding `image/` and `os-config/`.
+    pub workspace: PathBuf,
+    /// Where the cache, the work files and the outputs go.
+    pub out_dir: PathBuf,
+    /// Binaries to install into /usr/bin (built already).
+    pub binaries: Vec<PathBuf>,
+    /// The OS version written into os-release and the boot entry.
+    pub version: String,
+    /// Every timestamp in the image.
+    pub source_date_epoch: u64,
+    pub sizes: Sizes,
+    /// Also write a VMDK.
+    pub vmdk: bool,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub raw: PathBuf,
+    pub qcow2: PathBuf,
+    pub vmdk: Option<PathBuf>,
+    pub manifest: PathBuf,
+    /// PXE set: the kernel, and an initramfs carrying /usr.
+    pub pxe_kernel: PathBuf,
+    pub pxe_initrd: PathBuf,
+    pub usr_hash: String,
+}
+
+const STEPS: usize = 9;
+
+fn step(n: usize, what: &str) -> Instant {
+    tracing::info!("[{n}/{STEPS}] {what}");
+    Instant::now()
+}
+
+fn done(started: Instant, what: &str) {
+    tracing::info!(seconds = format!("{:.1}", started.elapsed().as_secs_f64()), "{what} done");
+}
+
+/// Builds the image. Runs as root (mkosi and `chown`-preserving copies).
+pub fn build(opts: &BuildOptions) -> Result<Outputs> {
+    let epoch = opts.source_date_epoch;
+    let cache = opts.out_dir.join("cache");
+    let work = opts.out_dir.join("work");
+    let images = opts.out_dir.join("images");
+    for d in [&cache, &work, &images] {
+        fs::create_dir_all(d).map_err(io("prepare", d))?;
+    }
+
+    let t = step(1, "OS tree");
+    let (tree, tree_key) = tree::ensure(&opts.workspace.join("image"), &cache, epoch)?;
+    done(t, "OS tree");
+
+    let t = step(2, "stage: tree + Ferrite binaries + os-config");
+    let stage = work.join("stage");
+    stage_tree(opts, &tree, &stage)?;
+    let (kver, kernel, initrd) = find_kernel(&stage)?;
+    done(t, "stage");
+
+    let t = step(3, "USR-A: squashfs of /usr");
+    let usr = work.join("usr.squashfs");
+    remove(&usr, "squashfs")?;
+    visible(
+        "squashfs of /usr",
+        Command::new("mksquashfs")
+            .arg(stage.join("usr"))
+            .arg(&usr)
+            .args([
+                "-noappend",
+                "-comp",
+                "zstd",
+                "-Xcompression-level",
+                "6",
+                "-all-root",
+                "-no-xattrs",
+                "-no-progress",
+                "-quiet",
+            ])
+            .args(["-mkfs-time", &epoch.to_string(), "-all-time", &epoch.to_string()]),
+    )?;
+    pad_to(&usr, 4096, "squashfs of /usr")?;
+    let usr_size = file_size(&usr, "squashfs of /usr")?;
+    if usr_size > opts.sizes.usr {
+        return Err(Error::TooBig {
+            step: "squashfs of /usr",
+            what: "/usr".into(),
+            size: usr_size,
+            limit: opts.sizes.usr,
+        });
+    }
+    done(t, "squashfs");
+
+    let t = step(4, "USR-A-VERITY: dm-verity hash tree");
+    let usr_digest = file_sha256(&usr, "dm-verity")?;
+    let verity = work.join("usr.verity");
+    remove(&verity, "dm-verity")?;
+    let salt = hex(&usr_digest);
+    let verity_uuid = derive::uuid(&usr_digest, "verity-superblock").to_string();
+    let out = output(
+        "dm-verity",
+        Command::new("veritysetup")
+            .arg("format")
+            .arg(&usr)
+            .arg(&verity)
+            .args(["--data-block-size=4096", "--hash-block-size=4096"])
+            .arg(format!("--salt={salt}"))
+            .arg(format!("--uuid={verity_uuid}")),
+    )?;
+    let usr_hash =
+        out.lines().find_map(|l| l.strip_prefix("Root hash:").map(|h| h.trim().to_string())).ok_or_else(|| {
+            Error::Output {
+                step: "dm-verity",
+                program: "veritysetup".into(),
+                detail: format!("no `Root hash:` line in {out:?}"),
+            }
+        })?;
+    let root_hash: [u8; 32] = unhex(&usr_hash).and_then(|v| v.try_into().ok()).ok_or_else(|| Error::Output {
+        step: "dm-verity",
+        program: "veritysetup".into(),
+        detail: format!("root hash {usr_hash:?} is not 32 bytes of hex"),
+    })?;
+    let verity_size = file_size(&verity, "dm-verity")?;
+    if verity_size > opts.sizes.usr_verity {
+        return Err(Error::TooBig {
+            step: "dm-verity",
+            what: "the hash tree".into(),
+            size: verity_size,
+            limit: opts.sizes.usr_verity,
+        });
+    }
+    done(t, "verity");
+
+    // Identities: the slot's from its hash, the rest derived from it.
+    let (usr_a_uuid, usr_a_verity_uuid) = derive::verity_partition_uuids(&root_hash);
+    let uuid_of = |role: Role| match role {
+        Role::UsrA => usr_a_uuid,
+        Role::UsrAVerity => usr_a_verity_uuid,
+        other => derive::uuid(&root_hash, other.label()),
+    };
+    let root_partuuid = uuid_of(Role::Root).to_string();
+
+    let t = step(5, "EFI-SYSTEM: systemd-boot, kernel, initrd, slot A's counted entry");
+    let esp_dir = format!("ferrite/{}", &usr_hash[..12]);
+    let slot = Slot {
+        version: &opts.version,
+        name: "A",
+        usr_hash: &usr_hash,
+        root_partuuid: &root_partuuid,
+        esp_dir: &esp_dir,
+        tries: Some(3),
+    };
+    let esp = work.join("esp.img");
+    let boot_efi = stage.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    let files: Vec<(String, Source)> = vec![
+        ("EFI/BOOT/BOOTX64.EFI".into(), Source::File(boot_efi.clone())),
+        ("EFI/systemd/systemd-bootx64.efi".into(), Source::File(boot_efi)),
+        ("loader/loader.conf".into(), Source::Text(entry::loader_conf().into())),
+        (format!("loader/entries/{}", entry::file_name(&slot)), Source::Text(entry::entry_file(&slot))),
+        (format!("{esp_dir}/vmlinuz"), Source::File(kernel.clone())),
+        (format!("{esp_dir}/initrd"), Source::File(initrd.clone())),
+    ];
+    make_esp(&esp, &work.join("esp-files"), &files, opts.sizes.esp, &root_hash, epoch)?;
+    done(t, "ESP");
+
+    let t = step(6, "OEM and ROOT: ext4 from directories");
+    let oem_dir = work.join("oem");
+    copy_tree(&opts.workspace.join("os-config/oem"), &oem_dir, "OEM")?;
+    normalize_times(&oem_dir, epoch, "OEM")?;
+    let oem = work.join("oem.img");
+    mkfs_ext4(&oem, &oem_dir, "OEM", opts.sizes.oem, &root_hash, epoch)?;
+    let rootfs = work.join("rootfs");
+    root_tree(&stage, &rootfs, &root_partuuid)?;
+    normalize_times(&rootfs, epoch, "ROOT")?;
+    let root = work.join("root.img");
+    mkfs_ext4(&root, &rootfs, "ROOT", opts.sizes.root, &root_hash, epoch)?;
+    done(t, "OEM and ROOT");
+
+    let t = step(7, "disk: GPT and partitions");
+    let layout = Layout::plan(&opts.sizes);
+    let contents: Vec<(Role, Option<&Path>)> = vec![
+        (Role::Esp, Some(&esp)),
+        (Role::UsrA, Some(&usr)),
+        (Role::UsrAVerity, Some(&verity)),
+        (Role::UsrB, None),
+        (Role::UsrBVerity, None),
+        (Role::Oem, Some(&oem)),
+        (Role::Root, Some(&root)),
+    ];
+    let table = Table {
+        disk_guid: derive::uuid(&root_hash, "disk"),
+        disk_blocks: layout.disk_size / SECTOR,
+        entries: layout
+            .partitions
+            .iter()
+            .map(|p| Entry {
+                type_guid: p.role.type_guid(),
+                unique_guid: uuid_of(p.role),
+                first_lba: p.first_lba(),
+                last_lba: p.last_lba(),
+                attributes: 0,
+                label: p.role.label().to_string(),
+            })
+            .collect(),
+    };
+    let encoded = table.encode()?;
+    let raw = images.join("ferrite.raw");
+    let mut partitions = Vec::new();
+    {
+        let step = "disk";
+        let mut disk = fs::File::create(&raw).map_err(io(step, &raw))?;
+        disk.set_len(layout.disk_size).map_err(io(step, &raw))?;
+        disk.write_all(&encoded.head).map_err(io(step, &raw))?;
+        disk.seek(SeekFrom::Start(layout.disk_size - encoded.tail.len() as u64)).map_err(io(step, &raw))?;
+        disk.write_all(&encoded.tail).map_err(io(step, &raw))?;
+        for (number, (role, content)) in contents.iter().enumerate() {
+            let placed = layout.get(*role);
+            let (content_size, content_sha256) = match content {
+                Some(path) => {
+                    let size = file_size(path, step)?;
+                    if size > placed.size {
+                        return Err(Error::TooBig { step, what: path.display().to_string(), size, limit: placed.size });
+                    }
+                    copy_sparse(path, &mut disk, placed.offset, step)?;
+                    (size, Some(hex(&file_sha256(path, step)?)))
+                }
+                None => (0, None),
+            };
+            partitions.push(manifest::Partition {
+                number: number + 1,
+                label: role.label().into(),
+                type_guid: role.type_guid().to_string(),
+                uuid: uuid_of(*role).to_string(),
+                offset: placed.offset,
+                size: placed.size,
+                content_size,
+                content_sha256,
+            });
+        }
+        disk.sync_all().map_err(io(step, &raw))?;
+    }
+    done(t, "disk");
+
+    let t = step(8, "qcow2 (and vmdk), PXE set");
+    let qcow2 = images.join("ferrite.qcow2");
+    convert(&raw, &qcow2, "qcow2")?;
+    let vmdk = if opts.vmdk {
+        let path = images.join("ferrite.vmdk");
+        convert(&raw, &path, "vmdk")?;
+        Some(path)
+    } else {
+        None
+    };
+    let pxe_kernel = images.join("ferrite-pxe.vmlinuz");
+    let pxe_initrd = images.join("ferrite-pxe.initrd");
+    fs::copy(&kernel, &pxe_kernel).map_err(io("PXE set", &pxe_kernel))?;
+    pxe_initramfs(&initrd, &usr, &work, &pxe_initrd, epoch)?;
+    done(t, "outputs");
+
+    let t = step(9, "manifest");
+    let mut artifacts = Vec::new();
+    for path in [Some(&raw), Some(&qcow2), vmdk.as_ref(), Some(&pxe_kernel), Some(&pxe_initrd)].into_iter().flatten() {
+        artifacts.push(file_record(path, "manifest")?);
+    }
+    let mut binaries = Vec::new();
+    for b in &opts.binaries {
+        binaries.push(file_record(b, "manifest")?);
+    }
+    let status = stage.join("var/lib/dpkg/status");
+    let packages = fs::read_to_string(&status).map(|s| manifest::installed_packages(&s)).unwrap_or_default();
+    let manifest = Manifest {
+        version: opts.version.clone(),
+        source_date_epoch: epoch,
+        kernel: kver,
+        usr_hash: usr_hash.clone(),
+        tree_key,
+        packages,
+        binaries,
+        partitions,
+        artifacts,
+    };
+    let manifest_path = images.join("manifest.json");
+    let json = serde_json::to_string_pretty(&manifest).expect("the manifest serializes");
+    fs::write(&manifest_path, json + "\n").map_err(io("manifest", &manifest_path))?;
+    done(t, "manifest");
+
+    Ok(Outputs { raw, qcow2, vmdk, manifest: manifest_path, pxe_kernel, pxe_initrd, usr_hash })
+}
+
+/// Copies the cached tree and lays Ferrite on top: binaries, os-config,
+/// os-release, users, enabled units, and the first-boot state removed
+/// (machine-id, SSH host keys) so every machine makes its own.
+fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
+    const STEP: &str = "stage";
+    if stage.exists() {
+        fs::remove_dir_all(stage).map_err(io(STEP, stage))?;
+    }
+    output(STEP, Command::new("cp").arg("-a").arg("--reflink=auto").arg(tree).arg(stage))?;
+    let bin = stage.join("usr/bin");
+    for b in &opts.binaries {
+        let name = b.file_name().ok_or_else(|| Error::Io {
+            step: STEP,
+            path: b.clone(),
+            source: std::io::Error::other("a binary path without a file name"),
+        })?;
+        let dest = bin.join(name);
+        fs::copy(b, &dest).map_err(io(STEP, b))?;
+        set_mode(&dest, 0o755, STEP)?;
+    }
+    let os_config_usr = opts.workspace.join("os-config/usr");
+    output(
+        STEP,
+        Command::new("cp")
+            .arg("-a")
+            .arg("--no-preserve=ownership")
+            .arg(format!("{}/.", os_config_usr.display()))
+            .arg(stage.join("usr")),
+    )?;
+
+    let os_release = format!(
+        "NAME=\"Ferrite\"\nID=ferrite\nID_LIKE=debian\nVERSION_ID={v}\nVERSION=\"{v}\"\nPRETTY_NAME=\"Ferrite {v}\"\nIMAGE_ID=ferrite\nIMAGE_VERSION={v}\nHOME_URL=\"https://github.com/ferrite-os\"\n",
+        v = opts.version
+    );
+    write(&stage.join("usr/lib/os-release"), &os_release, STEP)?;
+    let etc_os_release = stage.join("etc/os-release");
+    let _ = fs::remove_file(&etc_os_release);
+    symlink("../usr/lib/os-release", &etc_os_release, STEP)?;
+
+    // Users and groups from sysusers.d (core in docker), into ROOT's /etc.
+    output(STEP, Command::new("systemd-sysusers").arg(format!("--root={}", stage.display())))?;
+    // Units Ferrite's presets name are enabled in the image as built.
+    let preset = opts.workspace.join("os-config/usr/lib/systemd/system-preset/40-ferrite.preset");
+    let text = fs::read_to_string(&preset).map_err(io(STEP, &preset))?;
+    let enabled: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("enable ")).map(str::trim).filter(|u| !u.contains('*')).collect();
+    if !enabled.is_empty() {
+        output(
+            STEP,
+            Command::new("systemctl").arg(format!("--root={}", stage.display())).arg("enable").args(&enabled),
+        )?;
+    }
+
+    // First-boot identity is made on the machine, not in the image.
+    write(&stage.join("etc/machine-id"), "uninitialized\n", STEP)?;
+    let ssh = stage.join("etc/ssh");
+    if let Ok(entries) = fs::read_dir(&ssh) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+                fs::remove_file(e.path()).map_err(io(STEP, &e.path()))?;
+            }
+        }
+    }
+    for f in ["var/lib/dbus/machine-id", "etc/hostname"] {
+        let _ = fs::remove_file(stage.join(f));
+    }
+    Ok(())
+}
+
+/// ROOT as built: everything of the stage except /usr (machine state and
+/// administrator config), the usr-merge symlinks, mount points and an
+/// fstab that grows the filesystem to the partition.
+fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str) -> Result<()> {
+    const STEP: &str = "ROOT";
+    if rootfs.exists() {
+        fs::remove_dir_all(rootfs).map_err(io(STEP, rootfs))?;
+    }
+    fs::create_dir_all(rootfs).map_err(io(STEP, rootfs))?;
+    let mut names: Vec<_> = fs::read_dir(stage).map_err(io(STEP, stage))?.flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    for name in names {
+        let src = stage.join(&name);
+        if name == "usr" {
+            fs::create_dir(rootfs.join("usr")).map_err(io(STEP, rootfs))?;
+            continue;
+        }
+        output(STEP, Command::new("cp").arg("-a").arg("--reflink=auto").arg(&src).arg(rootfs))?;
+    }
+    fs::create_dir_all(rootfs.join("efi")).map_err(io(STEP, rootfs))?;
+    // No package manager runs on the machine: its downloads and lists, and
+    // the kernel symlinks Debian leaves in /, are not machine state.
+    for dir in ["var/cache/apt", "var/lib/apt/lists"] {
+        let path = rootfs.join(dir);
+        if path.exists() {
+            fs::remove_dir_all(&path).map_err(io(STEP, &path))?;
+            fs::create_dir_all(&path).map_err(io(STEP, &path))?;
+        }
+    }
+    for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
+        let _ = fs::remove_file(rootfs.join(link));
+    }
+    write(
+        &rootfs.join("etc/fstab"),
+        &format!(
+            "# ROOT: grown to the disk on first boot (systemd-repart, ferrite-grow-root.service).\nPARTUUID={root_partuuid} / ext4 rw 0 1\n"
+        ),
+        STEP,
+    )?;
+    Ok(())
+}
+
+fn find_kernel(stage: &Path) -> Result<(String, PathBuf, PathBuf)> {
+    let modules = stage.join("usr/lib/modules");
+    let mut versions: Vec<String> = fs::read_dir(&modules)
+        .map_err(io("stage", &modules))?
+        .flatten()
+        .filter(|e| e.path().join("vmlinuz").is_file() && e.path().join("initrd").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    versions.sort();
+    let kver = versions.pop().ok_or_else(|| Error::NoKernel { tree: stage.to_path_buf() })?;
+    let dir = modules.join(&kver);
+    Ok((kver, dir.join("vmlinuz"), dir.join("initrd")))
+}
+
+enum Source {
+    File(PathBuf),
+    Text(String),
+}
+
+/// A FAT ESP written with mtools: the directories and files are created
+/// one by one in sorted order, with the build's timestamp, so the bytes
+/// do not depend on the order a directory lists.
+fn make_esp(
+    image: &Path,
+    staging: &Path,
+    files: &[(String, Source)],
+    size: u64,
+    seed: &[u8],
+    epoch: u64,
+) -> Result<()> {
+    const STEP: &str = "ESP";
+    remove(image, STEP)?;
+    if staging.exists() {
+        fs::remove_dir_all(staging).map_err(io(STEP, staging))?;
+    }
+    let volume_id = hex(&sha256(&[seed, b"esp"].concat())[..4]);
+    output(
+        STEP,
+        Command::new("mkfs.vfat")
+            .args(["--invariant", "-F", "32", "-n", "EFI-SYSTEM", "-i", &volume_id, "-C"])
+            .arg(image)
+            .arg((size / 1024).to_string())
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+    )?;
+    let mut sorted: Vec<&(String, Source)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut made = std::collections::BTreeSet::new();
+    let mtools = |args: &[&std::ffi::OsStr]| -> Result<()> {
+        let (program, rest) = args.split_first().expect("a program");
+        output(
+            STEP,
+            Command::new(program).args(rest).env("MTOOLS_SKIP_CHECK", "1").env("SOURCE_DATE_EPOCH", epoch.to_string()),
+        )
+        .map(|_| ())
+    };
+    for (dest, source) in sorted {
+        let parts: Vec<&str> = dest.split('/').collect();
+        for i in 1..parts.len() {
+            let dir = parts[..i].join("/");
+            if made.insert(dir.clone()) {
+                let target = format!("::/{dir}");
+                mtools(&["mmd".as_ref(), "-i".as_ref(), image.as_os_str(), target.as_ref()])?;
+            }
+        }
+        let local = staging.join(dest);
+        fs::create_dir_all(local.parent().expect("a parent")).map_err(io(STEP, &local))?;
+        match source {
+            Source::File(path) => {
+                fs::copy(path, &local).map_err(io(STEP, path))?;
+            }
+            Source::Text(text) => write(&local, text, STEP)?,
+        }
+        set_times(&local, epoch, STEP)?;
+        let target = format!("::/{dest}");
+        mtools(&[
+            "mcopy".as_ref(),
+            "-m".as_ref(),
+            "-i".as_ref(),
+            image.as_os_str(),
+            local.as_os_str(),
+            target.as_ref(),
+        ])?;
+    }
+    Ok(())
+}
+
+fn mkfs_ext4(image: &Path, dir: &Path, label: &'static str, size: u64, seed: &[u8], epoch: u64) -> Result<()> {
+    remove(image, label)?;
+    let f = fs::File::create(image).map_err(io(label, image))?;
+    f.set_len(size).map_err(io(label, image))?;
+    drop(f);
+    let uuid = derive::uuid(seed, &format!("{label} filesystem"));
+    let hash_seed = derive::uuid(seed, &format!("{label} hash seed"));
+    output(
+        label,
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", label, "-U", &uuid.to_string()])
+            .arg("-E")
+            .arg(format!("hash_seed={hash_seed},root_owner=0:0,lazy_itable_init=0"))
+            .arg("-d")
+            .arg(dir)
+            .arg(image)
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+            .env("SOURCE_DATE_EPOCH", epoch.to_string()),
+    )?;
+    clamp_inode_times(image, dir, label, epoch)
+}
+
+/// `mkfs.ext4 -d` copies each file's atime and ctime from the directory;
+/// reading a file moves its atime and ctime cannot be set, so both are set
+/// to the build's timestamp inside the image with debugfs (no mount).
+fn clamp_inode_times(image: &Path, dir: &Path, step: &'static str, epoch: u64) -> Result<()> {
+    let mut paths = vec![PathBuf::from("/")];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).map_err(io(step, &d))?.flatten() {
+            let path = e.path();
+            if e.file_type().map_err(io(step, &path))?.is_dir() {
+                stack.push(path.clone());
+            }
+            paths.push(Path::new("/").join(path.strip_prefix(dir).unwrap_or(&path)));
+        }
+    }
+    paths.sort();
+    let mut script = String::new();
+    for p in &paths {
+        let quoted = format!("\"{}\"", p.display());
+        for field in ["atime", "ctime"] {
+            script.push_str(&format!("sif {quoted} {field} @{epoch}\nsif {quoted} {field}_extra 0\n"));
+        }
+    }
+    let commands = image.with_extension("debugfs");
+    write(&commands, &script, step)?;
+    output(
+        step,
+        Command::new("debugfs")
+            .arg("-w")
+            .arg("-f")
+            .arg(&commands)
+            .arg(image)
+            .env("E2FSPROGS_FAKE_TIME", epoch.to_string()),
+    )?;
+    Ok(())
+}
+
+/// The PXE initramfs: the boot initramfs with the /usr squashfs and its
+/// hash tree appended as a second cpio archive (the kernel unpacks both),
+/// for a machine that boots from the network with a tmpfs root.
+fn pxe_initramfs(initrd: &Path, usr: &Path, work: &Path, out: &Path, epoch: u64) -> Result<()> {
+    const STEP: &str = "PXE set";
+    let dir = work.join("pxe");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(io(STEP, &dir))?;
+    }
+    fs::create_dir_all(dir.join("ferrite")).map_err(io(STEP, &dir))?;
+    let usr_copy = dir.join("ferrite/usr.squashfs");
+    fs::copy(usr, &usr_copy).map_err(io(STEP, usr))?;
+    normalize_times(&dir, epoch, STEP)?;
+    let cpio = work.join("pxe-usr.cpio");
+    let list = "./ferrite\n./ferrite/usr.squashfs\n";
+    let mut child = Command::new("cpio")
+        .args(["--quiet", "-o", "-H", "newc", "-R", "0:0", "--reproducible", "-O"])
+        .arg(&cpio)
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { step: STEP, program: "cpio".into(), source })?;
+    child.stdin.take().expect("piped").write_all(list.as_bytes()).map_err(io(STEP, &cpio))?;
+    let status = child.wait().map_err(io(STEP, &cpio))?;
+    if !status.success() {
+        return Err(Error::Tool { step: STEP, command: "cpio -o".into(), status, stderr: String::new() });
+    }
+    let mut all = fs::read(initrd).map_err(io(STEP, initrd))?;
+    while !all.len().is_multiple_of(4) {
+        all.push(0);
+    }
+    all.extend(fs::read(&cpio).map_err(io(STEP, &cpio))?);
+    fs::write(out, all).map_err(io(STEP, out))?;
+    Ok(())
+}
+
+fn convert(raw: &Path, out: &Path, format: &str) -> Result<()> {
+    remove(out, "convert")?;
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-f", "raw", "-O", format]);
+    if format == "qcow2" {
+        cmd.arg("-c");
+    }
+    output("convert", cmd.arg(raw).arg(out))?;
+    Ok(())
+}
+
+/// Copies `src` into `disk` at `offset`, skipping blocks of zeros so the
+/// raw image stays sparse.
+fn copy_sparse(src: &Path, disk: &mut fs::File, offset: u64, step: &'static str) -> Result<()> {
+    let mut f = fs::File::open(src).map_err(io(step, src))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = offset;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = f.read(&mut buf[filled..]).map_err(io(step, src))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        for chunk in buf[..filled].chunks(4096) {
+            if chunk.iter().any(|&b| b != 0) {
+                disk.seek(SeekFrom::Start(pos)).map_err(io(step, src))?;
+                disk.write_all(chunk).map_err(io(step, src))?;
+            }
+            pos += chunk.len() as u64;
+        }
+    }
+}
+
+fn copy_tree(src: &Path, dest: &Path, step: &'static str) -> Result<()> {
+    if dest.exists() {
+        fs::remove_dir_all(dest).map_err(io(step, dest))?;
+    }
+    output(step, Command::new("cp").arg("-a").arg("--no-preserve=ownership").arg(src).arg(dest))?;
+    Ok(())
+}
+
+fn normalize_times(dir: &Path, epoch: u64, step: &'static str) -> Result<()> {
+    output(step, Command::new("find").arg(dir).args(["-exec", "touch", "-h", "-d", &format!("@{epoch}"), "{}", "+"]))?;
+    Ok(())
+}
+
+fn set_times(path: &Path, epoch: u64, step: &'static str) -> Result<()> {
+    output(step, Command::new("touch").args(["-h", "-d", &format!("@{epoch}")]).arg(path))?;
+    Ok(())
+}
+
+fn pad_to(path: &Path, block: u64, step: &'static str) -> Result<()> {
+    let size = file_size(path, step)?;
+    let padded = size.div_ceil(block) * block;
+    if padded != size {
+        let f = fs::OpenOptions::new().write(true).open(path).map_err(io(step, path))?;
+        f.set_len(padded).map_err(io(step, path))?;
+    }
+    Ok(())
+}
+
+fn file_size(path: &Path, step: &'static str) -> Result<u64> {
+    Ok(fs::metadata(path).map_err(io(step, path))?.len())
+}
+
+fn file_sha256(path: &Path, step: &'static str) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut f = fs::File::open(path).map_err(io(step, path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(step, path))?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+fn file_record(path: &Path, step: &'static str) -> Result<manifest::File> {
+    Ok(manifest::File {
+        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        size: file_size(path, step)?,
+        sha256: hex(&file_sha256(path, step)?),
+    })
+}
+
+fn remove(path: &Path, step: &'static str) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io { step, path: path.to_path_buf(), source: e }),
+    }
+}
+
+fn write(path: &Path, text: &str, step: &'static str) -> Result<()> {
+    fs::write(path, text).map_err(io(step, path))
+}
+
+fn symlink(target: &str, link: &Path, step: &'static str) -> Result<()> {
+    std::os::unix::fs::symlink(target, link).map_err(io(step, link))
+}
+
+fn set_mode(path: &Path, mode: u32, step: &'static str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io(step, path))
+}

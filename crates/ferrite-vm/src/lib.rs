@@ -1,0 +1,471 @@
+//! Boots Ferrite images in QEMU: UEFI (OVMF), software emulation (TCG)
+//! unless KVM is asked for and answers, the serial console captured to a
+//! file, cloud-config through QEMU's fw_cfg, SSH forwarded to a loopback
+//! port, commands run in the guest over SSH.
+//!
+//! A [`Vm`] owns its QEMU process and its directory: dropping it kills and
+//! reaps QEMU; when the thread is panicking (a failed test) the directory
+//! with the console log is kept and its path printed.
+
+use std::fs;
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// OVMF firmware as Debian's `ovmf` package installs it.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// The fw_cfg name a cloud-config is passed under (what ferrite-cloudinit's
+/// fw_cfg datasource reads from /sys/firmware/qemu_fw_cfg/by_name/).
+pub const FW_CFG_USER_DATA: &str = "opt/org.ferrite/user-data";
+
+/// How the guest's CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation: slow and always works.
+    Tcg,
+    /// Hardware virtualization.
+    Kvm,
+}
+
+impl Accel {
+    /// TCG unless `FERRITE_VM_KVM=1` asks for KVM and /dev/kvm can be
+    /// opened. Guests have been seen to hang under KVM on the build
+    /// machines, so KVM is never chosen on its own.
+    pub fn probe() -> Accel {
+        let asked = std::env::var("FERRITE_VM_KVM").is_ok_and(|v| v == "1");
+        let opens = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+        if asked && opens {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    }
+}
+
+/// How the machine boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    /// From a disk image (qcow2 or raw). The VM writes to an overlay, so
+    /// the image itself is never changed; `grow_to` enlarges the overlay.
+    Disk { image: PathBuf, grow_to: Option<u64> },
+    /// From the network through QEMU's iPXE: `tftp_dir` is served by
+    /// QEMU's built-in TFTP server and `bootfile` (an iPXE script in it)
+    /// is fetched first.
+    Pxe { tftp_dir: PathBuf, bootfile: String },
+}
+
+/// A machine to start.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Names the VM's directory and logs.
+    pub name: String,
+    pub boot: Boot,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    /// Given to the guest through fw_cfg as [`FW_CFG_USER_DATA`].
+    pub cloud_config: Option<String>,
+}
+
+impl VmConfig {
+    pub fn disk(name: &str, image: &Path) -> VmConfig {
+        VmConfig {
+            name: name.to_string(),
+            boot: Boot::Disk { image: image.to_path_buf(), grow_to: None },
+            memory_mib: 2048,
+            cpus: 2,
+            accel: Accel::probe(),
+            cloud_config: None,
+        }
+    }
+}
+
+/// Why a VM could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot run {program}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Tool { command: String, status: std::process::ExitStatus, stderr: String },
+    #[error("{path}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("VM {name}: QEMU exited ({status}) before {waiting_for}; console log {console}:\n{tail}")]
+    Exited { name: String, status: std::process::ExitStatus, waiting_for: String, console: PathBuf, tail: String },
+    #[error("VM {name}: no {waiting_for} within {seconds} s; console log {console}:\n{tail}")]
+    Timeout { name: String, waiting_for: String, seconds: u64, console: PathBuf, tail: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { path, source }
+}
+
+/// Files the QEMU command line refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub vars: PathBuf,
+    pub disk: Option<PathBuf>,
+    pub console: PathBuf,
+    pub cloud_config: Option<PathBuf>,
+}
+
+/// QEMU's arguments for a configuration (pure, so it is unit-tested).
+pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    push(&["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
+    push(&["-accel", if cfg.accel == Accel::Kvm { "kvm" } else { "tcg" }]);
+    if cfg.accel == Accel::Kvm {
+        push(&["-cpu", "host"]);
+    }
+    push(&["-m", &cfg.memory_mib.to_string(), "-smp", &cfg.cpus.to_string()]);
+    push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
+    push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", paths.vars.display())]);
+    if let Some(disk) = &paths.disk {
+        push(&["-drive", &format!("if=virtio,format=qcow2,file={}", disk.display())]);
+    }
+    // User networking reaches nothing but the host (10.0.2.2) and the
+    // forwarded SSH port: `restrict=on` cuts every other destination.
+    let mut netdev = format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22");
+    let mut nic = "virtio-net-pci,netdev=net0".to_string();
+    match &cfg.boot {
+        Boot::Pxe { tftp_dir, bootfile } => {
+            netdev = format!(
+                "user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,tftp={},bootfile={bootfile}",
+                tftp_dir.display()
+            );
+            nic.push_str(",bootindex=1,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom");
+        }
+        Boot::Disk { .. } => nic.push_str(",romfile="),
+    }
+    push(&["-netdev", &netdev, "-device", &nic]);
+    push(&["-serial", &format!("file:{}", paths.console.display())]);
+    if let Some(cc) = &paths.cloud_config {
+        push(&["-fw_cfg", &format!("name={FW_CFG_USER_DATA},file={}", cc.display())]);
+    }
+    push(&["-device", "virtio-rng-pci"]);
+    a
+}
+
+/// A running machine.
+#[derive(Debug)]
+pub struct Vm {
+    name: String,
+    child: Child,
+    dir: Option<tempfile::TempDir>,
+    console: PathBuf,
+    ssh_port: u16,
+    ssh_key: PathBuf,
+    started: Instant,
+}
+
+impl Vm {
+    /// Starts QEMU. An SSH key pair is made for the VM; its public half is
+    /// [`Vm::ssh_public_key`], for the cloud-config the caller passes.
+    pub fn start(cfg: &VmConfig) -> Result<Vm> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ferrite-vm-{}-", cfg.name))
+            .tempdir()
+            .map_err(io(Path::new("/tmp")))?;
+        let d = dir.path().to_path_buf();
+        let vars = d.join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars).map_err(io(Path::new(OVMF_VARS)))?;
+        let disk = match &cfg.boot {
+            Boot::Disk { image, grow_to } => {
+                let overlay = d.join("disk.qcow2");
+                let image = fs::canonicalize(image).map_err(io(image))?;
+                let mut cmd = Command::new("qemu-img");
+                cmd.args(["create", "-q", "-f", "qcow2", "-F"])
+                    .arg(if image.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" })
+                    .arg("-b")
+                    .arg(&image)
+                    .arg(&overlay);
+                if let Some(size) = grow_to {
+                    cmd.arg(size.to_string());
+                }
+                run(&mut cmd)?;
+                Some(overlay)
+            }
+            Boot::Pxe { .. } => None,
+        };
+        let cloud_config = match &cfg.cloud_config {
+            Some(text) => {
+                let p = d.join("user-data");
+                fs::write(&p, text).map_err(io(&p))?;
+                Some(p)
+            }
+            None => None,
+        };
+        let console = d.join("console.log");
+        fs::write(&console, "").map_err(io(&console))?;
+        let ssh_key = d.join("id_ed25519");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ferrite-vm", "-f"])
+            .arg(&ssh_key))?;
+        let ssh_port = free_port().map_err(io(Path::new("127.0.0.1:0")))?;
+        let paths = Paths { vars, disk, console: console.clone(), cloud_config };
+        let args = qemu_args(cfg, &paths, ssh_port);
+        fs::write(d.join("qemu.args"), args.join("\n")).map_err(io(&d))?;
+        let stderr = fs::File::create(d.join("qemu.stderr")).map_err(io(&d))?;
+        let child = Command::new("qemu-system-x86_64")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| Error::Spawn { program: "qemu-system-x86_64".into(), source })?;
+        tracing::info!(name = %cfg.name, dir = %d.display(), ssh_port, accel = ?cfg.accel, "VM started");
+        Ok(Vm { name: cfg.name.clone(), child, dir: Some(dir), console, ssh_port, ssh_key, started: Instant::now() })
+    }
+
+    /// The public key the VM's SSH client logs in with.
+    pub fn ssh_public_key(&self) -> Result<String> {
+        let p = self.ssh_key.with_extension("pub");
+        Ok(fs::read_to_string(&p).map_err(io(&p))?.trim().to_string())
+    }
+
+    /// The file the serial console is captured to.
+    pub fn console_path(&self) -> &Path {
+        &self.console
+    }
+
+    /// Everything the guest wrote to its serial console so far.
+    pub fn console(&self) -> String {
+        fs::read(&self.console).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// Seconds since QEMU started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits until the console shows `needle`, QEMU exits, or `timeout`.
+    pub fn wait_for_console(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.console();
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return Ok(line.to_string());
+            }
+            self.check_running(&format!("console line containing {needle:?}"))?;
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    name: self.name.clone(),
+                    waiting_for: format!("console line containing {needle:?}"),
+                    seconds: timeout.as_secs(),
+                    console: self.console.clone(),
+                    tail: tail(&text, 40),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Waits until QEMU exits on its own (the guest powered off or, with
+    /// `-no-reboot`, tried to reboot), or `timeout`.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(io(&self.console))? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    name: self.name.clone(),
+                    waiting_for: "QEMU to exit".into(),
+                    seconds: timeout.as_secs(),
+                    console: self.console.clone(),
+                    tail: tail(&self.console(), 40),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn check_running(&mut self, waiting_for: &str) -> Result<()> {
+        if let Some(status) = self.child.try_wait().map_err(io(&self.console))? {
+            return Err(Error::Exited {
+                name: self.name.clone(),
+                status,
+                waiting_for: waiting_for.to_string(),
+                console: self.console.clone(),
+                tail: tail(&self.console(), 40),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `command` in the guest as `user` over the forwarded SSH port.
+    pub fn ssh(&self, user: &str, command: &str) -> Result<Output> {
+        Command::new("ssh")
+            .args(["-i"])
+            .arg(&self.ssh_key)
+            .args(["-p", &self.ssh_port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn { program: "ssh".into(), source })
+    }
+
+    /// Retries a trivial SSH command until it works or `timeout`.
+    pub fn wait_for_ssh(&mut self, user: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.ssh(user, "true")?.status.success() {
+                return Ok(());
+            }
+            self.check_running("SSH login")?;
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    name: self.name.clone(),
+                    waiting_for: "SSH login".into(),
+                    seconds: timeout.as_secs(),
+                    console: self.console.clone(),
+                    tail: tail(&self.console(), 40),
+                });
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// Keeps the VM's directory (console log, QEMU arguments and stderr)
+    /// after the VM is dropped, and returns its path.
+    pub fn keep_logs(&mut self) -> Option<PathBuf> {
+        self.dir.take().map(|d| d.keep())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Some(dir) = self.keep_logs() {
+                eprintln!("VM {}: console log kept in {}", self.name, dir.join("console.log").display());
+            }
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().map_err(|source| Error::Spawn { program: program.clone(), source })?;
+    if !out.status.success() {
+        return Err(Error::Tool {
+            command: program,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Writes a file the caller serves to a PXE-booting VM (an iPXE script).
+pub fn write_ipxe_script(path: &Path, kernel: &str, initrd: &str, cmdline: &str) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    writeln!(f, "#!ipxe\nkernel {kernel} initrd={initrd} {cmdline}\ninitrd {initrd}\nboot").map_err(io(path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths() -> Paths {
+        Paths {
+            vars: "/t/VARS.fd".into(),
+            disk: Some("/t/disk.qcow2".into()),
+            console: "/t/console.log".into(),
+            cloud_config: Some("/t/user-data".into()),
+        }
+    }
+
+    fn cfg() -> VmConfig {
+        VmConfig {
+            name: "t".into(),
+            boot: Boot::Disk { image: "/img.qcow2".into(), grow_to: None },
+            memory_mib: 1024,
+            cpus: 2,
+            accel: Accel::Tcg,
+            cloud_config: None,
+        }
+    }
+
+    fn has_pair(args: &[String], flag: &str, value: &str) -> bool {
+        args.windows(2).any(|w| w[0] == flag && w[1] == value)
+    }
+
+    #[test]
+    fn boots_uefi_under_tcg_with_console_disk_and_cloud_config() {
+        let a = qemu_args(&cfg(), &paths(), 2222);
+        assert!(has_pair(&a, "-accel", "tcg"));
+        assert!(has_pair(&a, "-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")));
+        assert!(has_pair(&a, "-drive", "if=virtio,format=qcow2,file=/t/disk.qcow2"));
+        assert!(has_pair(&a, "-serial", "file:/t/console.log"));
+        assert!(has_pair(&a, "-fw_cfg", "name=opt/org.ferrite/user-data,file=/t/user-data"));
+        assert!(a.contains(&"-no-reboot".to_string()));
+    }
+
+    #[test]
+    fn ssh_is_forwarded_to_loopback_only_and_the_guest_reaches_nothing_else() {
+        let a = qemu_args(&cfg(), &paths(), 2222);
+        let netdev = a.windows(2).find(|w| w[0] == "-netdev").map(|w| w[1].clone()).unwrap();
+        assert!(netdev.contains("hostfwd=tcp:127.0.0.1:2222-:22"));
+        assert!(netdev.contains("restrict=on"));
+    }
+
+    #[test]
+    fn pxe_boots_through_ipxe_and_qemu_tftp() {
+        let mut c = cfg();
+        c.boot = Boot::Pxe { tftp_dir: "/t/tftp".into(), bootfile: "boot.ipxe".into() };
+        let p = Paths { disk: None, ..paths() };
+        let a = qemu_args(&c, &p, 2222);
+        let netdev = a.windows(2).find(|w| w[0] == "-netdev").map(|w| w[1].clone()).unwrap();
+        assert!(netdev.contains("tftp=/t/tftp,bootfile=boot.ipxe"));
+        assert!(!a.iter().any(|x| x.starts_with("if=virtio")));
+        assert!(a.iter().any(|x| x.contains("romfile=/usr/lib/ipxe/qemu/efi-virtio.rom")));
+    }
+
+    #[test]
+    fn kvm_adds_the_host_cpu() {
+        let mut c = cfg();
+        c.accel = Accel::Kvm;
+        let a = qemu_args(&c, &paths(), 1);
+        assert!(has_pair(&a, "-accel", "kvm"));
+        assert!(has_pair(&a, "-cpu", "host"));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("", 3), "");
+    }
+}

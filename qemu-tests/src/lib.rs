@@ -1,0 +1,1 @@
+//! The VM tier lives in tests/vm; see ../ARCHITECTURE.md.

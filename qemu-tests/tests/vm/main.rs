@@ -1,0 +1,43 @@
+//! The VM tier: Ferrite's real disk image, built by `cargo xtask image`,
+//! booted under QEMU with OVMF. `cargo xtask test` runs it after tier 2,
+//! one test at a time. `FERRITE_IMAGE_DIR` points elsewhere than
+//! target/ferrite-image/images.
+
+mod boot;
+mod verity;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The directory holding ferrite.qcow2, ferrite.raw and manifest.json.
+pub fn images() -> PathBuf {
+    match std::env::var_os("FERRITE_IMAGE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ferrite-image/images"),
+    }
+}
+
+/// The image's manifest.
+pub fn manifest() -> serde_json::Value {
+    let path = images().join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (build the image first: cargo xtask image)", path.display()));
+    serde_json::from_str(&text).expect("manifest.json is JSON")
+}
+
+/// The guest's `ferrite-report:` console line as key=value pairs.
+pub fn parse_report(line: &str) -> BTreeMap<String, String> {
+    let body = line.split_once("ferrite-report:").map(|(_, b)| b).unwrap_or("");
+    body.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_end_matches('\r').to_string()))
+        .collect()
+}
+
+#[test]
+fn the_report_line_parses_into_fields() {
+    let r = parse_report("[  OK  ] x\rferrite-report: state=running usr=/dev/mapper/usr,squashfs,ro failed= boot=x\r");
+    assert_eq!(r["state"], "running");
+    assert_eq!(r["usr"], "/dev/mapper/usr,squashfs,ro");
+    assert_eq!(r["failed"], "");
+}

@@ -1,0 +1,148 @@
+//! The image tasks: build the disk image, boot it, run the VM tier.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::{install_packages, run, step, IMAGE_PACKAGES};
+
+/// Builds the release binaries and the image (cached OS tree).
+pub fn build(root: &Path, vmdk: bool) -> Result<()> {
+    install_packages(IMAGE_PACKAGES)?;
+    step("building the disk image");
+    run(root, "cargo", &["build", "--release", "-p", "ferrite-image", "-p", "ferrite-vm"])?;
+    let mut args = vec!["build", "--workspace", "."];
+    if vmdk {
+        args.push("--vmdk");
+    }
+    run(root, "target/release/ferrite-image", &args)
+}
+
+/// Builds the image a second time from the same inputs and fails unless
+/// every partition and artifact has the same SHA-256 as the first build.
+pub fn check_reproducible(root: &Path) -> Result<()> {
+    let manifest = root.join("target/ferrite-image/images/manifest.json");
+    let first = std::fs::read_to_string(&manifest).with_context(|| format!("{}", manifest.display()))?;
+    step("rebuilding the image to check it is reproducible");
+    run(root, "target/release/ferrite-image", &["build", "--workspace", ".", "--no-cargo"])?;
+    let second = std::fs::read_to_string(&manifest).with_context(|| format!("{}", manifest.display()))?;
+    if first != second {
+        let a: Vec<&str> = first.lines().collect();
+        let b: Vec<&str> = second.lines().collect();
+        let diff: Vec<String> =
+            a.iter().zip(&b).filter(|(x, y)| x != y).map(|(x, y)| format!("- {x}\n+ {y}")).take(10).collect();
+        anyhow::bail!("two builds of the same inputs differ:\n{}", diff.join("\n"));
+    }
+    eprintln!("two builds gave the same bytes (manifest.json lists the hashes)");
+    Ok(())
+}
+
+/// Boots the built image and prints the guest's boot report.
+pub fn boot(root: &Path, check: bool) -> Result<()> {
+    step("booting the image in QEMU");
+    let mut args = vec![];
+    if check {
+        args.push("--check");
+    }
+    run(root, "target/release/ferrite-vm", &args)
+}
+
+/// The VM tier: one test at a time (each boots a VM on 2 cores).
+pub fn vm_tests(root: &Path) -> Result<()> {
+    run(
+        root,
+        "cargo",
+        &["test", "-p", "qemu-tests", "--features", "vm-tests", "--test", "vm", "--", "--test-threads=1"],
+    )
+}
+
+/// `cargo xtask bench image`: build time with no OS tree cached, rebuild
+/// time with it cached (what a Rust-only change costs), partition and
+/// artifact sizes from the manifest, and the guest's own boot time under
+/// TCG (systemd-analyze) plus the wall time from QEMU start to its report.
+pub fn bench(root: &Path, cold: bool, write: bool) -> Result<()> {
+    use std::time::Instant;
+
+    install_packages(IMAGE_PACKAGES)?;
+    run(root, "cargo", &["build", "--release", "-p", "ferrite-image", "-p", "ferrite-vm"])?;
+    let cache = root.join("target/ferrite-image/cache");
+    if let Ok(entries) = std::fs::read_dir(&cache) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("tree-") || (cold && name == "packages") {
+                std::fs::remove_dir_all(e.path()).with_context(|| format!("{}", e.path().display()))?;
+            }
+        }
+    }
+    step("image build with no OS tree cached");
+    let t = Instant::now();
+    run(root, "target/release/ferrite-image", &["build", "--workspace", "."])?;
+    let full = t.elapsed().as_secs_f64();
+    step("image rebuild with the OS tree cached");
+    let t = Instant::now();
+    run(root, "target/release/ferrite-image", &["build", "--workspace", "."])?;
+    let rebuild = t.elapsed().as_secs_f64();
+
+    let manifest_path = root.join("target/ferrite-image/images/manifest.json");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path)?)?;
+    step("booting the image under TCG");
+    let out =
+        std::process::Command::new(root.join("target/release/ferrite-vm")).arg("--check").current_dir(root).output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        anyhow::bail!("ferrite-vm --check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let field = |key: &str| {
+        stdout
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(|v| v.replace('_', " ")))
+            .unwrap_or_default()
+    };
+    let wall = stdout.lines().find(|l| l.starts_with("booted in")).unwrap_or("").to_string();
+
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+    let mut table = String::new();
+    table.push_str(&format!(
+        "Command: `cargo xtask bench image{}` (2-core machine shared with other builds; TCG).\n\n",
+        if cold { " --cold" } else { "" }
+    ));
+    table.push_str("| figure | value |\n|---|---|\n");
+    table.push_str(&format!(
+        "| build, no OS tree cached{} | {full:.0} s |\n",
+        if cold { ", no package cache" } else { " (apt download cache kept)" }
+    ));
+    table.push_str(&format!("| rebuild, OS tree cached (a Rust-only change) | {rebuild:.0} s |\n"));
+    for p in manifest["partitions"].as_array().into_iter().flatten() {
+        table.push_str(&format!(
+            "| partition {} {} | {} partition, {} written |\n",
+            p["number"],
+            p["label"].as_str().unwrap_or(""),
+            mib(p["size"].as_u64().unwrap_or(0)),
+            mib(p["content_size"].as_u64().unwrap_or(0))
+        ));
+    }
+    for a in manifest["artifacts"].as_array().into_iter().flatten() {
+        table.push_str(&format!(
+            "| {} | {} |\n",
+            a["name"].as_str().unwrap_or(""),
+            mib(a["size"].as_u64().unwrap_or(0))
+        ));
+    }
+    table.push_str(&format!("| boot to multi-user, systemd-analyze in the guest | {} |\n", field("boot")));
+    table.push_str(&format!("| QEMU start to the guest's boot report | {} |\n", wall.trim_start_matches("booted in ")));
+    table.push_str(&format!("| slowest units (systemd-analyze blame) | {} |\n", field("slowest").replace(',', ", ")));
+    println!("{table}");
+    if write {
+        let path = root.join("BENCHMARKS.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let start = "<!-- bench image: begin -->";
+        let end = "<!-- bench image: end -->";
+        let section = format!("{start}\n{table}{end}");
+        let new = match (old.find(start), old.find(end)) {
+            (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
+            _ => format!("{old}\n{section}\n"),
+        };
+        std::fs::write(&path, new).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
