@@ -29,6 +29,42 @@ pub struct SystemdState {
     pub sub_state: String,
 }
 
+/// Refreshes the machine object's TTL (re-creating it if it expired).
+async fn heartbeat(registry: &Registry, settings: &AgentSettings) -> Result<(), RegistryError> {
+    if !registry.put_machine(&settings.machine, settings.ttl, false).await? {
+        registry.put_machine(&settings.machine, settings.ttl, true).await?;
+    }
+    Ok(())
+}
+
+/// Heartbeats every half TTL, for good.
+async fn heartbeat_loop(registry: Registry, settings: AgentSettings) {
+    let mut tick = tokio::time::interval(settings.ttl / 2);
+    loop {
+        tick.tick().await;
+        if let Err(e) = heartbeat(&registry, &settings).await {
+            tracing::warn!(error = %e, "machine heartbeat failed");
+        }
+    }
+}
+
+/// How long a burst of announcements may go quiet before the agent acts
+/// on it, and the longest it waits for a burst to end.
+const SETTLE: Duration = Duration::from_millis(100);
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
+
+/// Takes further items of `stream` as long as they keep coming within
+/// [`SETTLE`] of each other, up to [`SETTLE_AT_MOST`].
+async fn settle<S: Stream + Unpin>(stream: &mut S) {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < SETTLE_AT_MOST {
+        match tokio::time::timeout(SETTLE, stream.next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
 /// systemd as the agent needs it. The real one speaks D-Bus; tests use a
 /// fake that records calls.
 pub trait UnitManager: Send + Sync {
@@ -123,10 +159,7 @@ impl<M: UnitManager> Agent<M> {
 
     /// Refreshes the machine object's TTL (re-creating it if it expired).
     pub async fn heartbeat(&self) -> Result<(), RegistryError> {
-        if !self.registry.put_machine(&self.settings.machine, self.settings.ttl, false).await? {
-            self.registry.put_machine(&self.settings.machine, self.settings.ttl, true).await?;
-        }
-        Ok(())
+        heartbeat(&self.registry, &self.settings).await
     }
 
     /// One pass: read the plan, carry out the tasks, publish states.
@@ -259,7 +292,9 @@ impl<M: UnitManager> Agent<M> {
         // Changes that arrive together are published together.
         let changes = self.manager.changes().ready_chunks(1024);
         tokio::pin!(changes);
-        let mut heartbeat = tokio::time::interval(self.settings.ttl / 2);
+        // The heartbeat runs on its own task: a long pass (hundreds of units
+        // loaded at once) must never let the machine's object expire.
+        let heartbeat = tokio::spawn(heartbeat_loop(self.registry.clone(), self.settings.clone()));
         let mut resync = tokio::time::interval(self.settings.resync);
         loop {
             if let Err(e) = self.apply_plan(&plan).await {
@@ -267,12 +302,6 @@ impl<M: UnitManager> Agent<M> {
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = heartbeat.tick() => {
-                    if let Err(e) = self.heartbeat().await {
-                        tracing::warn!(error = %e, "machine heartbeat failed");
-                    }
-                    continue;
-                }
                 _ = resync.tick() => {
                     match self.registry.plan(self.id()).await {
                         Ok((read, _)) => plan = read,
@@ -281,6 +310,9 @@ impl<M: UnitManager> Agent<M> {
                 }
                 Some(event) = watch.next() => match event {
                     Ok(WatchEvent::Change(_)) | Ok(WatchEvent::Resync { .. }) => {
+                        // A burst of plan changes (the engine placing many
+                        // units) becomes one pass: one read, one reload.
+                        settle(&mut watch).await;
                         match self.registry.plan(self.id()).await {
                             Ok((read, _)) => plan = read,
                             Err(e) => tracing::warn!(error = %e, "reading the plan failed"),
@@ -289,6 +321,7 @@ impl<M: UnitManager> Agent<M> {
                     Err(_) => continue,
                 },
                 Some(_) = changes.next() => {
+                    settle(&mut changes).await;
                     if let Err(e) = self.publish().await {
                         tracing::warn!(error = %e, "publishing unit states failed");
                     }
@@ -296,6 +329,7 @@ impl<M: UnitManager> Agent<M> {
                 }
             }
         }
+        heartbeat.abort();
         self.purge().await
     }
 

@@ -147,20 +147,46 @@ impl UnitManager for SystemdUnits {
     }
 
     fn changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        // systemd's signals are drained on a task of their own, at once:
+        // zbus stops reading the bus while a signal stream's queue is full,
+        // and a method reply the agent awaits would then never arrive. The
+        // agent only needs to know that something changed, so the task
+        // coalesces signals into one pending wake-up.
         let systemd = self.systemd.clone();
         let directory = self.directory.clone();
-        futures::stream::once(async move {
-            match systemd.unit_changes().await {
-                Ok(stream) => stream.boxed(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot follow systemd's unit changes; states publish on resync only");
-                    futures::stream::pending().boxed()
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let drain = {
+            let changed = Arc::clone(&changed);
+            tokio::spawn(async move {
+                let stream = match systemd.unit_changes().await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot follow systemd's unit changes; states publish on resync only");
+                        return;
+                    }
+                };
+                tokio::pin!(stream);
+                while let Some(name) = stream.next().await {
+                    // Only this agent's units matter.
+                    if directory.join(&name).exists() {
+                        changed.notify_one();
+                    }
                 }
-            }
+            })
+        };
+        futures::stream::unfold((changed, AbortOnDrop(drain)), |(changed, drain)| async move {
+            changed.notified().await;
+            Some(((), (changed, drain)))
         })
-        .flatten()
-        // Only this agent's units matter.
-        .filter(move |name| std::future::ready(directory.join(name).exists()))
-        .map(|_| ())
+    }
+}
+
+/// Stops the signal-draining task when the agent drops its change stream.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
