@@ -92,12 +92,12 @@ fn token(query: &PageQuery, page_size: u16) -> Result<PageToken, crate::page::Pa
 }
 
 /// A job as the API shows it; `states` finds the state its target reports.
-fn api_unit(job: &JobRecord, states: &[UnitStateRecord], single: bool) -> Unit {
+fn api_unit(job: &JobRecord, reported: &Reported<'_>, single: bool) -> Unit {
     let global = Requirements::of(&job.name, &job.unit).is_global();
     let (current, machine) = if global {
         (if single { String::new() } else { TargetState::Inactive.to_string() }, String::new())
     } else {
-        (current_state(job, states).to_string(), job.target.clone().unwrap_or_default())
+        (current_state(job, reported).to_string(), job.target.clone().unwrap_or_default())
     };
     Unit {
         current_state: current,
@@ -108,11 +108,19 @@ fn api_unit(job: &JobRecord, states: &[UnitStateRecord], single: bool) -> Unit {
     }
 }
 
+/// The (unit, machine) pairs some machine has reported a state for, built
+/// once per answer so listing many units stays linear.
+type Reported<'a> = std::collections::HashSet<(&'a str, &'a str)>;
+
+fn reported(states: &[UnitStateRecord]) -> Reported<'_> {
+    states.iter().map(|s| (s.name.as_str(), s.machine_id.as_str())).collect()
+}
+
 /// fleet's `determineJobState`: inactive until the target machine reports
 /// the unit, launched once that machine started it, loaded otherwise.
-fn current_state(job: &JobRecord, states: &[UnitStateRecord]) -> TargetState {
+fn current_state(job: &JobRecord, reported: &Reported<'_>) -> TargetState {
     let Some(target) = &job.target else { return TargetState::Inactive };
-    if !states.iter().any(|s| s.name == job.name && &s.machine_id == target) {
+    if !reported.contains(&(job.name.as_str(), target.as_str())) {
         return TargetState::Inactive;
     }
     if job.job_state.as_ref() == Some(target) {
@@ -146,7 +154,8 @@ async fn units(State(api): State<Api>, method: Method, uri: axum::http::Uri) -> 
         Ok(both) => both,
         Err(e) => return internal(e),
     };
-    let all: Vec<Unit> = jobs.iter().map(|j| api_unit(j, &states, false)).collect();
+    let reported = reported(&states);
+    let all: Vec<Unit> = jobs.iter().map(|j| api_unit(j, &reported, false)).collect();
     let (page, next) = token.page(&all);
     json(
         StatusCode::OK,
@@ -164,7 +173,7 @@ async fn unit(
     match method {
         Method::GET => match api.registry.job(&name).await {
             Ok(Some(job)) => match api.registry.unit_states().await {
-                Ok(states) => json(StatusCode::OK, &api_unit(&job, &states, true)),
+                Ok(states) => json(StatusCode::OK, &api_unit(&job, &reported(&states), true)),
                 Err(e) => internal(e),
             },
             Ok(None) => error(StatusCode::NOT_FOUND, "unit does not exist"),
