@@ -13,7 +13,9 @@
 //!   metrics) and the peer API.
 //! - [`config`]: etcd's flags and `ETCD_*` environment, validated.
 
+pub mod batch;
 pub mod config;
+pub mod forwarder;
 pub mod http;
 pub mod ids;
 pub mod node;
