@@ -97,7 +97,8 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
-    /// redis-benchmark against redis directly and through ferrite-ambassador.
+    /// redis-benchmark against redis directly, through HAProxy and through
+    /// ferrite-ambassador.
     Ambassador {
         /// Requests per redis-benchmark run.
         #[arg(long, default_value_t = 100_000)]
@@ -125,7 +126,7 @@ enum Bench {
 /// reference implementation, wrk for benchmarks, the Docker engine for
 /// containers as stand-in machines (debootstrap builds their tree), redis
 /// (server, redis-cli, redis-benchmark) for the sidekicks' tests and
-/// benchmark, iproute2 for the bridge a private Docker engine gets in the
+/// benchmark, HAProxy as the reference proxy in that benchmark, iproute2 for the bridge a private Docker engine gets in the
 /// sidekicks' tests, sfdisk (fdisk) as the independent reader of the image
 /// builder's partition tables.
 const HOST_PACKAGES: &[&str] = &[
@@ -136,6 +137,7 @@ const HOST_PACKAGES: &[&str] = &[
     "debootstrap",
     "redis-server",
     "redis-tools",
+    "haproxy",
     "iproute2",
     "fdisk",
 ];
