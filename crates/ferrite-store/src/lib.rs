@@ -22,4 +22,6 @@ pub mod node;
 pub mod proposer;
 pub mod raft;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod v2store;
