@@ -764,21 +764,29 @@ impl Ctl {
         }
     }
 
+    /// The unit `name`, or fleetctl's exit code once it said why there is
+    /// none (`failing` begins the message of a failed request).
+    async fn existing_unit(&self, io: &mut Io<'_>, name: &str, failing: &str) -> Result<Unit, i32> {
+        match self.api.unit(name).await {
+            Ok(Some(unit)) => Ok(unit),
+            Ok(None) => {
+                io.warn(&format!("Unit {name} does not exist."));
+                Err(1)
+            }
+            Err(e) => {
+                io.warn(&format!("{failing}: {e}"));
+                Err(1)
+            }
+        }
+    }
+
     /// `status`: `systemctl status -l` of each unit on its machine.
     async fn status(&self, io: &mut Io<'_>, args: &[String], port: u16) -> i32 {
         let mut globals = Vec::new();
         for (i, arg) in args.iter().enumerate() {
-            let name = mangle(arg);
-            let unit = match self.api.unit(&name).await {
-                Ok(Some(unit)) => unit,
-                Ok(None) => {
-                    io.warn(&format!("Unit {name} does not exist."));
-                    return 1;
-                }
-                Err(e) => {
-                    io.warn(&format!("Error retrieving unit: {e}"));
-                    return 1;
-                }
+            let unit = match self.existing_unit(io, &mangle(arg), "Error retrieving unit").await {
+                Ok(unit) => unit,
+                Err(code) => return code,
             };
             if is_global(&unit) {
                 globals.push(unit.name);
@@ -829,16 +837,9 @@ impl Ctl {
             return 1;
         };
         let name = mangle(arg);
-        let unit = match self.api.unit(&name).await {
-            Ok(Some(unit)) => unit,
-            Ok(None) => {
-                io.warn(&format!("Unit {name} does not exist."));
-                return 1;
-            }
-            Err(e) => {
-                io.warn(&format!("Error retrieving unit {name}: {e}"));
-                return 1;
-            }
+        let unit = match self.existing_unit(io, &name, &format!("Error retrieving unit {name}")).await {
+            Ok(unit) => unit,
+            Err(code) => return code,
         };
         if is_global(&unit) {
             io.warn(&format!("Unable to retrieve journal of global unit {name}."));

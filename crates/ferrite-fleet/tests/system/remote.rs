@@ -76,6 +76,19 @@ fn status_journal_ssh_and_tunnel_reach_a_units_machine() -> Result<()> {
     let (code, _, err) = m0.fleetctl(&["ssh", "--machine", &m1.id, "--unit", "logger.service"])?;
     assert_eq!((code, err.as_str()), (1, "Both machine and unit flags provided, please specify only one.\n"));
 
+    // A global unit's status comes from every machine that runs it.
+    let global =
+        c.unit_file("everywhere.service", "[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\nGlobal=true\n")?;
+    m0.ctl(&["start", &global])?;
+    c.wait_for("the global unit on every machine", Duration::from_secs(30), |c| {
+        Ok(c.running("everywhere.service")?.len() == 3)
+    })?;
+    c.wait_for("three machines to report the global unit", Duration::from_secs(30), |_| {
+        Ok(m0.ctl(&["list-units", "--no-legend", "--fields", "unit"])?.matches("everywhere.service").count() == 3)
+    })?;
+    let out = m0.ctl(&[loose, "status", "everywhere.service"])?;
+    assert_eq!(out.matches("● everywhere.service").count(), 3, "{out}");
+
     // SIGHUP: m2's fleetd reads fleet.conf again; same process, new metadata.
     let m2 = c.machine("m2");
     let pid = m2.container.sh("systemctl show -p MainPID --value ferrite-fleetd")?;
