@@ -7,7 +7,7 @@ use ferrite_fleet::engine::{Engine, EngineSettings};
 use ferrite_fleet::registry::{MachineState, Registry, TargetState};
 use ferrite_fleet::unit_file::UnitFile;
 
-use crate::store::Store;
+use ferrite_store::testing::OneMember as Store;
 
 fn engine(registry: &Registry, id: &str) -> Engine {
     let settings = EngineSettings { machine_id: id.into(), interval: Duration::from_millis(200), watches: false };

@@ -9,7 +9,7 @@ use ferrite_fleet::config::Config;
 use ferrite_fleet::fleetctl::{run as fleetctl, Cli, Io};
 use ferrite_fleet::fleetd::{self, ApiListener, Join, Stop};
 
-use crate::store::Store;
+use ferrite_store::testing::OneMember as Store;
 
 async fn ctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
     let mut argv = vec!["fleetctl".to_owned(), format!("--endpoint={endpoint}")];
@@ -24,7 +24,7 @@ async fn two_fleetds_serve_fleetctl_over_a_unix_socket_and_withdraw_on_stop() {
     let store = Store::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
-        etcd_servers: vec![store.url.clone()],
+        etcd_servers: vec![store.url().to_owned()],
         engine_reconcile_interval: Duration::from_millis(300),
         agent_ttl: Duration::from_secs(10),
         ..Config::default()
@@ -92,7 +92,7 @@ async fn a_reload_reads_the_configuration_again_and_keeps_units_machine_and_sock
     let write_conf = |role: &str| {
         let text = format!(
             "etcd_servers={}\nmetadata=\"role={role}\"\npublic_ip=10.0.0.1\nagent_ttl=10s\nengine_reconcile_interval=0.3\n",
-            store.url
+            store.url()
         );
         std::fs::write(&conf, text).unwrap();
     };
@@ -148,7 +148,7 @@ async fn a_shutdown_after_a_reload_withdraws_the_machine() {
     let store = Store::start().await;
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("fleet.conf");
-    std::fs::write(&conf, format!("etcd_servers={}\nagent_ttl=10s\n", store.url)).unwrap();
+    std::fs::write(&conf, format!("etcd_servers={}\nagent_ttl=10s\n", store.url())).unwrap();
     let id_file = dir.path().join("machine-id");
     std::fs::write(&id_file, "4444444444444444\n").unwrap();
     let socket = dir.path().join("fleet.sock");
