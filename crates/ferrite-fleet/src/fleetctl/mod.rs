@@ -536,17 +536,10 @@ impl Ctl {
     /// `stop` and `unload`.
     async fn deactivate(&self, io: &mut Io<'_>, args: &[String], blocking: &Blocking, state: &str) -> i32 {
         let (verb, past) = if state == "loaded" { ("stop", "stopped") } else { ("unload", "unloaded") };
-        let units = match self.find_units(args).await {
+        let units = match self.named_units(io, args).await {
             Ok(units) => units,
-            Err(e) => {
-                io.warn(&format!("Error retrieving units: {e}"));
-                return 1;
-            }
+            Err(code) => return code,
         };
-        if units.is_empty() {
-            io.warn("Units not found in registry");
-            return 0;
-        }
         let mut changed = Vec::new();
         let mut waiting = Vec::new();
         for unit in &units {
@@ -582,17 +575,10 @@ impl Ctl {
     }
 
     async fn destroy(&self, io: &mut Io<'_>, args: &[String], blocking: &Blocking) -> i32 {
-        let units = match self.find_units(args).await {
+        let units = match self.named_units(io, args).await {
             Ok(units) => units,
-            Err(e) => {
-                io.warn(&format!("Error retrieving units: {e}"));
-                return 1;
-            }
+            Err(code) => return code,
         };
-        if units.is_empty() {
-            io.warn("Units not found in registry");
-            return 0;
-        }
         let mut code = 0;
         for unit in &units {
             match self.api.destroy_unit(&unit.name).await {
@@ -618,6 +604,22 @@ impl Ctl {
     }
 
     /// The registry's units named by `args` (others are ignored).
+    /// The units `args` name, or the exit code once fleetctl has said why
+    /// there are none to act on.
+    async fn named_units(&self, io: &mut Io<'_>, args: &[String]) -> Result<Vec<Unit>, i32> {
+        match self.find_units(args).await {
+            Err(e) => {
+                io.warn(&format!("Error retrieving units: {e}"));
+                Err(1)
+            }
+            Ok(units) if units.is_empty() => {
+                io.warn("Units not found in registry");
+                Err(0)
+            }
+            Ok(units) => Ok(units),
+        }
+    }
+
     async fn find_units(&self, args: &[String]) -> Result<Vec<Unit>, ClientError> {
         let all = self.api.units().await?;
         let names: Vec<String> = args.iter().map(|a| mangle(a)).collect();
