@@ -844,6 +844,7 @@ impl Writer {
     /// Failing before the rename leaves the old file in use, which is
     /// fine; failing after it is fatal.
     fn compact(&mut self, file: &[u8]) -> io::Result<()> {
+        let started = std::time::Instant::now();
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let prepared = OpenOptions::new()
             .create(true)
@@ -877,7 +878,9 @@ impl Writer {
         let synced = durable::sync_dir(&self.dir).map_err(FileError::into_io);
         match synced {
             Ok(()) => {
-                tracing::info!(path = %self.path.display(), bytes = file.len(), "compacted the raft log");
+                // Appends wait meanwhile: the time says what it cost them.
+                let took_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(path = %self.path.display(), bytes = file.len(), took_ms, "compacted the raft log");
                 self.synced.synced(self.written_upto);
                 Ok(())
             }
