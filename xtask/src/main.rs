@@ -127,7 +127,8 @@ enum Bench {
 /// (server, redis-cli, redis-benchmark) for the sidekicks' tests and
 /// benchmark, iproute2 for the bridge a private Docker engine gets in the
 /// sidekicks' tests, sfdisk (fdisk) as the independent reader of the image
-/// builder's partition tables.
+/// builder's partition tables, xorriso, dosfstools and mtools for the
+/// config drives (ISO 9660 and vfat) ferrite-cloudinit's tests make.
 const HOST_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
@@ -138,6 +139,9 @@ const HOST_PACKAGES: &[&str] = &[
     "redis-tools",
     "iproute2",
     "fdisk",
+    "xorriso",
+    "dosfstools",
+    "mtools",
 ];
 
 /// Debian packages the image builder and the VM tier use: mkosi (with

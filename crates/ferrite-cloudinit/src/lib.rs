@@ -9,10 +9,12 @@
 
 pub mod apply;
 pub mod config;
+pub mod configdrive;
 pub mod datasource;
 pub mod decode;
 pub mod live;
 pub mod plan;
+pub mod preflight;
 pub mod schema;
 pub mod substitute;
 pub mod userdata;

@@ -91,6 +91,15 @@ impl Machine for Live {
         }
     }
 
+    fn unit_exists(&mut self, _root: &Path, unit: &str) -> Result<bool, ApplyError> {
+        let state = self.block_on(async |s| s.state(unit).await).map_err(|e| unit_error("look up", unit, e))?;
+        Ok(state.load != "not-found")
+    }
+
+    fn runs_unit_commands(&self) -> bool {
+        true
+    }
+
     fn run_script(&mut self, path: &str) -> Result<bool, ApplyError> {
         let name = format!(
             "ferrite-cloudinit-script-{}.service",
