@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use crate::config::User;
-use crate::plan::{FileWrite, Plan, UnitStep, SSH_KEYS_NAME};
+use crate::plan::{only_if_running, FileWrite, Plan, UnitStep, SSH_KEYS_NAME};
 use crate::substitute::merge_environment;
 
 /// An effect that failed.
@@ -239,6 +239,10 @@ fn apply_units(
         machine.unit_command("systemd-networkd.service", "restart")?;
     }
     for (unit, command) in commands {
+        if only_if_running(&command) && machine.runs_unit_commands() && !machine.unit_exists(root, &unit)? {
+            tracing::info!("{command} {unit}: no such unit, so not running; nothing to do");
+            continue;
+        }
         machine.unit_command(&unit, &command)?;
     }
     Ok(())

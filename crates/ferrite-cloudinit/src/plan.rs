@@ -110,6 +110,14 @@ impl UnitStep {
     }
 }
 
+/// Whether a unit command does something only to a running unit
+/// (`try-restart`, `reload-or-try-restart`): on a unit that does not exist
+/// it has nothing to do, so it is skipped rather than sent to systemd,
+/// which would answer NoSuchUnit.
+pub fn only_if_running(command: &str) -> bool {
+    matches!(command, "try-restart" | "reload-or-try-restart")
+}
+
 /// Whether `name` is a networkd unit.
 pub fn is_network_unit(name: &str) -> bool {
     matches!(name.rsplit_once('.').map(|(_, ext)| ext), Some("network" | "netdev" | "link"))

@@ -3,7 +3,8 @@
 //! the config gives their content), the groups new users join exist (or
 //! are made by users created before them), every owner and every user
 //! given SSH keys resolves, and every path the config writes can be
-//! written. A config the target cannot take is refused whole, every problem
+//! written. (`try-restart` of a unit that does not exist is no problem: it
+//! is skipped, see [`only_if_running`].) A config the target cannot take is refused whole, every problem
 //! named with its line, and nothing is changed. What cannot be known before
 //! doing it (a unit that fails to start, a full disk) is still reported by
 //! the step that meets it.
@@ -13,7 +14,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::apply::{target, ApplyError, Machine};
-use crate::plan::{Plan, UnitStep};
+use crate::plan::{only_if_running, Plan, UnitStep};
 use crate::validate::Report;
 
 /// Checks `plan` against the target under `root`; every problem found, as
@@ -72,7 +73,7 @@ fn check_unit(unit: &UnitStep, root: &Path, machine: &mut dyn Machine, report: &
         }
     }
     let command =
-        unit.command.as_deref().filter(|c| machine.runs_unit_commands() && !unit.is_network() && needs_the_unit(c));
+        unit.command.as_deref().filter(|c| machine.runs_unit_commands() && !unit.is_network() && !only_if_running(c));
     if (unit.enable || command.is_some()) && unit.content.is_none() && !machine.unit_exists(root, &unit.name)? {
         if unit.enable {
             report.error(lines.key("enable"), format!("cannot enable {}: no such unit", unit.name));
@@ -82,13 +83,6 @@ fn check_unit(unit: &UnitStep, root: &Path, machine: &mut dyn Machine, report: &
         }
     }
     Ok(())
-}
-
-/// Whether a command fails on a unit that does not exist: all do but
-/// `try-restart` and `reload-or-try-restart`, which leave a unit that is
-/// not running alone.
-fn needs_the_unit(command: &str) -> bool {
-    !matches!(command, "try-restart" | "reload-or-try-restart")
 }
 
 /// Why `path` (absolute on the target) cannot be written, if it cannot: it
