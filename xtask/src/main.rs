@@ -147,7 +147,8 @@ const HOST_PACKAGES: &[&str] = &[
 /// Debian packages the image builder and the VM tier use: mkosi (with
 /// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
 /// verity tools that assemble the disk without mounting, QEMU with OVMF
-/// and iPXE to boot it, and an SSH client to drive the guest.
+/// and iPXE to boot it, an SSH client to drive the guest, and xorriso for
+/// the config drive a VM test attaches.
 pub const IMAGE_PACKAGES: &[&str] = &[
     "mkosi",
     "debootstrap",
@@ -165,6 +166,7 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "openssh-client",
     "cpio",
     "zstd",
+    "xorriso",
 ];
 
 fn main() -> Result<()> {

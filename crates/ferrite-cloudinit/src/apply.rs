@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use crate::command::run;
 use crate::config::User;
 use crate::plan::{only_if_running, FileWrite, Plan, UnitStep, SSH_KEYS_NAME};
 use crate::substitute::merge_environment;
@@ -36,14 +37,9 @@ pub enum ApplyError {
         /// The owner given.
         owner: String,
     },
-    /// A user tool or other command failed.
-    #[error("{command} failed: {detail}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its exit status and output.
-        detail: String,
-    },
+    /// A user tool failed.
+    #[error(transparent)]
+    Command(#[from] crate::command::CommandError),
     /// The service manager refused something.
     #[error("{action} {unit}: {detail}")]
     Unit {
@@ -551,11 +547,11 @@ impl Machine for Offline {
     fn create_user(&mut self, root: &Path, user: &User) -> Result<(), ApplyError> {
         let mut args = useradd_args(user);
         args.splice(0..0, ["--prefix".to_owned(), root.display().to_string()]);
-        run("useradd", &args)
+        Ok(run("useradd", &args)?)
     }
 
     fn set_password(&mut self, root: &Path, name: &str, hash: &str) -> Result<(), ApplyError> {
-        run(
+        Ok(run(
             "usermod",
             &[
                 "--prefix".to_owned(),
@@ -564,7 +560,7 @@ impl Machine for Offline {
                 hash.to_owned(),
                 name.to_owned(),
             ],
-        )
+        )?)
     }
 
     fn unit_exists(&mut self, root: &Path, unit: &str) -> Result<bool, ApplyError> {
@@ -659,23 +655,6 @@ pub fn useradd_args(user: &User) -> Vec<String> {
     }
     args.push(user.name.clone());
     args
-}
-
-/// Runs a command, turning failure into [`ApplyError::Command`].
-pub fn run(program: &str, args: &[String]) -> Result<(), ApplyError> {
-    let command = format!("{program} {}", args.join(" "));
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| ApplyError::Command { command: command.clone(), detail: e.to_string() })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(ApplyError::Command {
-            command,
-            detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+use crate::command::{run, CommandError};
+
 /// The label OpenStack (and every cloud copying it) gives config drives.
 pub const LABEL: &str = "config-2";
 
@@ -117,13 +119,8 @@ pub enum ConfigDriveError {
         device: PathBuf,
     },
     /// `mount` or `umount` failed.
-    #[error("{command} failed: {detail}")]
-    Mount {
-        /// The command line.
-        command: String,
-        /// Its exit status and output.
-        detail: String,
-    },
+    #[error(transparent)]
+    Mount(#[from] CommandError),
 }
 
 fn read_head(path: &Path) -> Result<Vec<u8>, std::io::Error> {
@@ -195,19 +192,6 @@ pub struct Mounted {
     dir: Option<tempfile::TempDir>,
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), ConfigDriveError> {
-    let command = format!("{program} {}", args.join(" "));
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| ConfigDriveError::Mount { command: command.clone(), detail: e.to_string() })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let detail = format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
-    Err(ConfigDriveError::Mount { command, detail })
-}
-
 impl Mounted {
     /// Mounts `device` read-only (and without devices, set-id or execution)
     /// on a new directory under the temporary directory.
@@ -236,7 +220,7 @@ impl Mounted {
 
     fn release(&mut self) -> Result<(), ConfigDriveError> {
         let Some(dir) = self.dir.take() else { return Ok(()) };
-        match run("umount", &[&dir.path().to_string_lossy()]) {
+        match run("umount", &[dir.path().to_string_lossy()]) {
             Ok(()) => {
                 let path = dir.path().to_owned();
                 dir.close().map_err(|source| ConfigDriveError::Io { action: "cannot remove", path, source })
@@ -245,7 +229,7 @@ impl Mounted {
                 // Still mounted: leave the directory rather than remove
                 // anything on the drive.
                 let _ = dir.keep();
-                Err(e)
+                Err(e.into())
             }
         }
     }

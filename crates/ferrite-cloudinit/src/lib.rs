@@ -8,6 +8,7 @@
 //! on a tree with `--root`). [`prepare`] does everything up to the plan.
 
 pub mod apply;
+pub mod command;
 pub mod config;
 pub mod configdrive;
 pub mod datasource;

@@ -64,6 +64,21 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// Runs `ferrite-cloudinit apply --from-file INPUT --root ROOT EXTRA...`
+/// with no `COREOS_*` addresses from the environment.
+fn apply_file(input: &Path, root: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit"))
+        .args(["apply", "--from-file"])
+        .arg(input)
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .env_remove("COREOS_PUBLIC_IPV4")
+        .env_remove("COREOS_PRIVATE_IPV4")
+        .output()
+        .unwrap()
+}
+
 fn read(root: &Path, path: &str) -> String {
     std::fs::read_to_string(root.join(path.trim_start_matches('/'))).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -193,13 +208,7 @@ fn a_config_with_mistakes_is_refused_whole_and_the_tree_is_untouched() {
     let root = dir.path();
     let before = snapshot(root);
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/validate/several-mistakes.yaml");
-    let output = Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit"))
-        .args(["apply", "--from-file"])
-        .arg(&input)
-        .arg("--root")
-        .arg(root)
-        .output()
-        .unwrap();
+    let output = apply_file(&input, root, &[]);
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout, std::fs::read_to_string(input.with_extension("report")).unwrap());
@@ -218,13 +227,7 @@ fn a_config_the_tree_cannot_take_changes_nothing() {
     let root = dir.path();
     let before = snapshot(root);
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/apply/not-on-this-target.yaml");
-    let output = Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit"))
-        .args(["apply", "--from-file"])
-        .arg(&input)
-        .arg("--root")
-        .arg(root)
-        .output()
-        .unwrap();
+    let output = apply_file(&input, root, &[]);
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -258,14 +261,7 @@ fn the_binary_applies_the_seed_config_offline() {
     let dir = tree();
     let root = dir.path();
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/apply/seed.yaml");
-    let output = Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit"))
-        .args(["apply", "--private-ipv4", "192.0.2.7", "--from-file"])
-        .arg(&input)
-        .arg("--root")
-        .arg(root)
-        .env_remove("COREOS_PUBLIC_IPV4")
-        .output()
-        .unwrap();
+    let output = apply_file(&input, root, &["--private-ipv4", "192.0.2.7"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(read(root, "/run/systemd/system/ferrite-store.service.d/20-cloudinit.conf")
         .contains("Environment=\"ETCD_PEER_ADDR=192.0.2.7:7001\""));

@@ -254,6 +254,27 @@ async fn sources_are_polled_until_one_answers() {
     assert!(none.unwrap().is_none(), "nothing there is no error");
 }
 
+/// A source whose answer is unusable (here a config drive whose
+/// meta_data.json is not JSON) is reported and not asked again: another
+/// source still wins, and when none does, its error is the result, at once
+/// rather than at the timeout.
+#[tokio::test]
+async fn an_unusable_source_is_dropped_and_is_the_error_when_nothing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("openstack/latest")).unwrap();
+    std::fs::write(dir.path().join("openstack/latest/meta_data.json"), "{not json").unwrap();
+    let file = dir.path().join("user-data");
+    std::fs::write(&file, "#cloud-config\n").unwrap();
+    let sources = [Datasource::ConfigDrive(dir.path().to_owned()), Datasource::File(file)];
+    let (source, _) = first_available(&sources, Duration::from_secs(30), &client().unwrap()).await.unwrap().unwrap();
+    assert_eq!(source, sources[1]);
+
+    let started = std::time::Instant::now();
+    let error = first_available(&sources[..1], Duration::from_secs(30), &client().unwrap()).await.unwrap_err();
+    assert!(error.to_string().contains("meta_data.json"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried until the timeout");
+}
+
 #[tokio::test]
 async fn the_binary_applies_ec2_metadata_to_a_tree() {
     let base = serve(Fake { routes: ec2_routes(), token: Some("t"), ..Fake::default() }).await;
