@@ -204,13 +204,12 @@ impl Mounted {
         let target = dir.path().to_string_lossy().into_owned();
         let source = device.path.to_string_lossy();
         run("mount", &["-t", device.fs_type.name(), "-o", "ro,nodev,nosuid,noexec", &source, &target])?;
-        tracing::debug!("{source} mounted on {target}");
         Ok(Mounted { dir: Some(dir) })
     }
 
     /// Where the filesystem is.
     pub fn path(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new(""), |d| d.path())
+        self.dir.as_ref().expect("mounted until unmount or drop").path()
     }
 
     /// Unmounts and removes the directory.
@@ -238,7 +237,7 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         if let Err(e) = self.release() {
-            tracing::error!("config drive left mounted: {}", ferrite_daemon::error_chain(&e));
+            tracing::error!("cannot release the config drive's mount: {}", ferrite_daemon::error_chain(&e));
         }
     }
 }
