@@ -18,6 +18,10 @@ use crate::command::{run, CommandError};
 /// The label OpenStack (and every cloud copying it) gives config drives.
 pub const LABEL: &str = "config-2";
 
+/// The link udev makes to the device labelled [`LABEL`]; naming it means
+/// "the config drive, found by its label" (see [`BlockDevices::find`]).
+pub const BY_LABEL: &str = "/dev/disk/by-label/config-2";
+
 /// A config drive's filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsType {

@@ -50,10 +50,11 @@ struct ApplyArgs {
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = datasource::OEM_PATH)]
     from_oem: Option<PathBuf>,
     /// Read a config drive (openstack/latest/user_data and meta_data.json):
-    /// without a value, the block device labelled config-2; with one, a
+    /// without a value, the block device labelled config-2 (through udev's
+    /// link, or found by reading labels when there is none yet); with one, a
     /// mounted drive's directory or a device. Devices are mounted read-only
     /// while they are read.
-    #[arg(long, value_name = "DIR|DEVICE", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, value_name = "DIR|DEVICE", num_args = 0..=1, default_missing_value = configdrive::BY_LABEL)]
     from_configdrive: Option<PathBuf>,
     /// Read QEMU's fw_cfg entry opt/org.ferrite/user-data.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = datasource::FW_CFG_PATH)]
@@ -104,7 +105,7 @@ impl ApplyArgs {
         sources.extend(self.from_url.clone().map(Datasource::Url));
         sources.extend(self.from_proc_cmdline.clone().map(Datasource::ProcCmdline));
         sources.extend(self.from_configdrive.clone().map(|path| {
-            if path.as_os_str().is_empty() {
+            if path.as_os_str() == configdrive::BY_LABEL {
                 Datasource::ConfigDriveLabel {
                     label: configdrive::LABEL.to_owned(),
                     devices: configdrive::BlockDevices::default(),
@@ -198,6 +199,44 @@ fn validate(file: &PathBuf, json: bool) -> anyhow::Result<ExitCode> {
         print!("{report}");
     }
     Ok(if report.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(argv: &[&str]) -> Vec<Datasource> {
+        let args = Args::try_parse_from([&["ferrite-cloudinit", "apply"], argv].concat()).unwrap();
+        let Command::Apply(apply) = args.command else { panic!("not apply") };
+        apply.sources()
+    }
+
+    #[test]
+    fn a_bare_from_configdrive_finds_the_drive_by_its_label() {
+        let by_label = Datasource::ConfigDriveLabel {
+            label: configdrive::LABEL.to_owned(),
+            devices: configdrive::BlockDevices::default(),
+        };
+        assert_eq!(sources(&["--from-configdrive"]), [by_label.clone()]);
+        assert_eq!(sources(&["--from-configdrive", "--from-oem"])[0], by_label);
+        assert_eq!(
+            sources(&["--from-configdrive=/media/configdrive"]),
+            [Datasource::ConfigDrive("/media/configdrive".into())]
+        );
+    }
+
+    #[test]
+    fn the_boot_units_command_lines_parse() {
+        for unit in ["ferrite-cloudinit.service", "ferrite-cloudinit-network.service"] {
+            let path = format!("{}/../../os-config/usr/lib/systemd/system/{unit}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+            let argv: Vec<&str> = exec.split_whitespace().collect();
+            let args = Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{unit}: {e}"));
+            let Command::Apply(apply) = args.command else { panic!("{unit}: not apply") };
+            assert!(!apply.sources().is_empty(), "{unit}");
+        }
+    }
 }
 
 fn main() -> ExitCode {

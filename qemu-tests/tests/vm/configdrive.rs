@@ -47,11 +47,16 @@ fn a_config_drive_is_found_by_its_label_applied_and_unmounted() {
     cfg.boot = Boot::Disk { image: images().join("ferrite.qcow2"), grow_to: None };
     cfg.drives = vec![iso];
     let mut vm = Vm::start(&cfg).expect("QEMU starts");
-    let line =
-        vm.wait_for_console("configdrive-report:", Duration::from_secs(600)).expect("the config drive's unit reports");
-    let report = line.split_once("configdrive-report:").map(|(_, r)| r.trim()).unwrap_or_default();
-    assert_eq!(report, "hostname=from-config-drive mounted=0", "the user data's hostname wins over meta_data's");
+    // The boot report comes once every start job has finished, the config
+    // drive's unit among them.
     let boot =
         parse_report(&vm.wait_for_console("ferrite-report:", Duration::from_secs(600)).expect("the boot report"));
-    assert_eq!(boot["failed"], "", "no unit failed, ferrite-cloudinit.service included");
+    let console = vm.console();
+    assert_eq!(boot["failed"], "", "no unit failed, ferrite-cloudinit.service included:\n{console}");
+    let report = console
+        .lines()
+        .find_map(|l| l.split_once("configdrive-report:"))
+        .map(|(_, r)| r.trim())
+        .unwrap_or_else(|| panic!("the config drive's unit did not report:\n{console}"));
+    assert_eq!(report, "hostname=from-config-drive mounted=0", "the user data's hostname wins over meta_data's");
 }
