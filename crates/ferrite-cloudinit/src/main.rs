@@ -201,6 +201,19 @@ fn validate(file: &PathBuf, json: bool) -> anyhow::Result<ExitCode> {
     Ok(if report.has_errors() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+fn main() -> ExitCode {
+    let args = Args::parse();
+    ferrite_daemon::init_tracing("info");
+    let outcome = match &args.command {
+        Command::Validate { file, json } => validate(file, *json),
+        Command::Apply(apply_args) => apply(apply_args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => ferrite_daemon::exit("ferrite-cloudinit", Err(error)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,8 +230,8 @@ mod tests {
             label: configdrive::LABEL.to_owned(),
             devices: configdrive::BlockDevices::default(),
         };
-        assert_eq!(sources(&["--from-configdrive"]), [by_label.clone()]);
         assert_eq!(sources(&["--from-configdrive", "--from-oem"])[0], by_label);
+        assert_eq!(sources(&["--from-configdrive"]), [by_label]);
         assert_eq!(
             sources(&["--from-configdrive=/media/configdrive"]),
             [Datasource::ConfigDrive("/media/configdrive".into())]
@@ -236,18 +249,5 @@ mod tests {
             let Command::Apply(apply) = args.command else { panic!("{unit}: not apply") };
             assert!(!apply.sources().is_empty(), "{unit}");
         }
-    }
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    ferrite_daemon::init_tracing("info");
-    let outcome = match &args.command {
-        Command::Validate { file, json } => validate(file, *json),
-        Command::Apply(apply_args) => apply(apply_args),
-    };
-    match outcome {
-        Ok(code) => code,
-        Err(error) => ferrite_daemon::exit("ferrite-cloudinit", Err(error)),
     }
 }
