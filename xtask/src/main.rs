@@ -128,7 +128,8 @@ enum Bench {
 /// (server, redis-cli, redis-benchmark) for the sidekicks' tests and
 /// benchmark, HAProxy as the reference proxy in that benchmark, iproute2 for the bridge a private Docker engine gets in the
 /// sidekicks' tests, sfdisk (fdisk) as the independent reader of the image
-/// builder's partition tables.
+/// builder's partition tables, xorriso, dosfstools and mtools for the
+/// config drives (ISO 9660 and vfat) ferrite-cloudinit's tests make.
 const HOST_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
@@ -140,12 +141,16 @@ const HOST_PACKAGES: &[&str] = &[
     "haproxy",
     "iproute2",
     "fdisk",
+    "xorriso",
+    "dosfstools",
+    "mtools",
 ];
 
 /// Debian packages the image builder and the VM tier use: mkosi (with
 /// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
 /// verity tools that assemble the disk without mounting, QEMU with OVMF
-/// and iPXE to boot it, and an SSH client to drive the guest.
+/// and iPXE to boot it, an SSH client to drive the guest, and xorriso for
+/// the config drive a VM test attaches.
 pub const IMAGE_PACKAGES: &[&str] = &[
     "mkosi",
     "debootstrap",
@@ -163,6 +168,7 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "openssh-client",
     "cpio",
     "zstd",
+    "xorriso",
 ];
 
 fn main() -> Result<()> {
