@@ -23,10 +23,12 @@ use crate::batch::{answer_all, Batcher, Completion, Pending};
 use crate::node::{NodeError, NotLeader, Proposed};
 use crate::raft::types::{Raft, Request, Response};
 
-/// Entries of this proposer in raft at once. Two lets the next batch's
-/// leader fsync overlap the previous batch's replication; more only makes
-/// batches smaller (each costs the leader's core a separate fsync).
-const MAX_IN_FLIGHT: usize = 2;
+/// Entries of this proposer in raft at once. The leader's appends no
+/// longer wait for its fsync (`raft::durability`), so an entry costs the
+/// core little and several can be replicating while the next is formed:
+/// at 32 connections on a 2-core machine, 4 gave 7.4-9.4k writes/s where
+/// 2 gave 5.7-7.6k (BENCHMARKS.md, "in flight").
+const MAX_IN_FLIGHT: usize = 4;
 
 /// At most this many writes per entry, which bounds an entry's size (and
 /// so an AppendEntries body) to well under the peer body limit.

@@ -1,12 +1,18 @@
-//! The durable raft log: openraft's [`RaftLogStorage`] on an append-only
-//! file of checksummed records.
+//! The durable raft log: openraft's [`RaftLogStorage`] on append-only
+//! segment files of checksummed records, as etcd's WAL.
 //!
 //! Files in the data directory:
-//! - `log`: header `FERRLOG\0` v1, then frames (see [`super::durable`]) whose
-//!   payloads are postcard `Record`s: `Append` (one per `append` call),
-//!   `Truncate`, `Purge`, `Committed`. Replaying the records in order on open
-//!   rebuilds the in-memory log. Compaction rewrites the file as one `Purge`,
-//!   one `Committed` and the live entries, then renames it into place.
+//! - `log.<seq>` (16 hex digits), the segments: header `FERRLOG\0` v1, then
+//!   frames (see [`super::durable`]) whose payloads are postcard `Record`s:
+//!   `Append` (one per `append` call), `Truncate`, `Purge`, `Committed`.
+//!   Replaying the records of every segment in order on open rebuilds the
+//!   in-memory log. Once a segment reaches [`LogStoreOptions::segment_bytes`]
+//!   the next write starts a new one, which begins with the purge and commit
+//!   points as they are then. A purge deletes the oldest segments whose
+//!   entries it covers all of (once the purge itself is on disk), so the
+//!   first segment left may start after a gap that a later purge covers.
+//!   Nothing is ever rewritten: a write never waits behind a compaction.
+//!   (A `log` file from a build before segments is taken as segment 0.)
 //! - `vote`: header `FERRVOTE` v1, one frame: the vote. Replaced atomically.
 //! - `LOCK`: held with an exclusive file lock while the store is open.
 //!
@@ -45,7 +51,9 @@ use super::durability::{Durability, SyncedSender};
 use super::durable::{self, FileError, FileKind, Frame, OpenError, FILE_HEADER_LEN};
 use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
-const LOG_FILE: &str = "log";
+/// The single log file of builds before segments: segment 0.
+const LEGACY_LOG_FILE: &str = "log";
+const SEGMENT_PREFIX: &str = "log.";
 const VOTE_FILE: &str = "vote";
 const LOCK_FILE: &str = "LOCK";
 
@@ -57,15 +65,26 @@ const MAX_GROUP: usize = 1024;
 /// Unsynced writes nobody waits for are synced after this long without
 /// any other write.
 const IDLE_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
-/// Entries per `Append` record when compaction rewrites the log.
-const COMPACT_CHUNK: usize = 1024;
+/// The file name of segment `seq`; names sort in segment order.
+fn segment_name(seq: u64) -> String {
+    format!("{SEGMENT_PREFIX}{seq:016x}")
+}
+
+/// The segment number a file name stands for, if it names a segment.
+fn segment_seq(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(SEGMENT_PREFIX)?;
+    if digits.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(digits, 16).ok()
+}
 
 /// Tuning for [`LogStore::open_with`].
 #[derive(Debug, Clone)]
 pub struct LogStoreOptions {
-    /// Compaction rewrites the log file after a purge once the file is at
-    /// least this large and over twice the size of the live entries.
-    pub compact_min_bytes: u64,
+    /// A segment that reaches this size is closed; the next write starts
+    /// a new one. Purges free disk space a whole segment at a time.
+    pub segment_bytes: u64,
     /// The member this log belongs to. When set, its appends as leader
     /// are acknowledged before their fsync, and commitment waits for it
     /// through [`LogStore::durability`] instead.
@@ -82,7 +101,7 @@ pub struct LogStoreOptions {
 impl Default for LogStoreOptions {
     fn default() -> LogStoreOptions {
         LogStoreOptions {
-            compact_min_bytes: 8 << 20,
+            segment_bytes: 16 << 20,
             member: None,
             #[cfg(test)]
             space_left: None,
@@ -105,38 +124,33 @@ enum Record {
     Committed(Option<LogId>),
 }
 
-/// An entry and its share of the bytes it took in the file.
-#[derive(Debug)]
-struct Slot {
-    entry: Entry,
-    size: u64,
-}
-
 /// The log as the raft core sees it: every change is applied here first,
 /// then queued for the writer.
 #[derive(Debug, Default)]
 struct LogMem {
-    entries: BTreeMap<u64, Slot>,
+    entries: BTreeMap<u64, Entry>,
     last_purged: Option<LogId>,
     committed: Option<LogId>,
     vote: Option<Vote>,
-    /// Bytes of the live entries' records, approximately.
-    live_bytes: u64,
-    /// Bytes of the log file once every queued write lands.
-    file_bytes: u64,
+    /// Bytes of the current segment once every queued write lands.
+    segment_bytes: u64,
+    /// While replaying: the entries up to here were in segments a purge
+    /// deleted, so the first segment left starts after them. A later purge
+    /// must cover them by the end of the replay.
+    missing_upto: Option<u64>,
 }
 
 impl LogMem {
     fn last_log_id(&self) -> Option<LogId> {
         match self.entries.last_key_value() {
-            Some((_, slot)) => Some(slot.entry.log_id),
+            Some((_, entry)) => Some(entry.log_id),
             None => self.last_purged,
         }
     }
 
     /// Checks that `record` follows from the current state, then applies
-    /// it. `size` is the record's encoded length. Nothing changes on error.
-    fn apply(&mut self, record: Record, size: u64) -> Result<(), String> {
+    /// it. Nothing changes on error.
+    fn apply(&mut self, record: Record) -> Result<(), String> {
         match record {
             Record::Append(entries) => {
                 let Some(first) = entries.first() else {
@@ -147,7 +161,7 @@ impl LogMem {
                 // (its test suite relies on it; the raft core truncates
                 // first and never does).
                 let last = self.entries.last_key_value().map(|(&index, _)| index);
-                let last = last.max(self.last_purged.map(|id| id.index));
+                let last = last.max(self.last_purged.map(|id| id.index)).max(self.missing_upto);
                 if last.is_some_and(|last| first.log_id.index > last + 1) {
                     return Err(format!(
                         "entry {} would leave a hole after the last log id {:?}",
@@ -158,28 +172,16 @@ impl LogMem {
                 if let Some(pair) = entries.windows(2).find(|w| w[0].log_id.index + 1 != w[1].log_id.index) {
                     return Err(format!("entries {} and {} are not consecutive", pair[0].log_id, pair[1].log_id));
                 }
-                let share = size / entries.len() as u64;
                 for entry in entries {
-                    self.live_bytes += share;
-                    let old = self.entries.insert(entry.log_id.index, Slot { entry, size: share });
-                    if let Some(old) = old {
-                        self.live_bytes = self.live_bytes.saturating_sub(old.size);
-                    }
+                    self.entries.insert(entry.log_id.index, entry);
                 }
             }
-            Record::Truncate { since } => {
-                for (_, slot) in self.entries.split_off(&since) {
-                    self.live_bytes = self.live_bytes.saturating_sub(slot.size);
-                }
-            }
+            Record::Truncate { since } => drop(self.entries.split_off(&since)),
             Record::Purge { upto } => {
                 if self.last_purged.is_some_and(|purged| purged >= upto) {
                     return Ok(());
                 }
-                let kept = self.entries.split_off(&(upto.index + 1));
-                for (_, slot) in std::mem::replace(&mut self.entries, kept) {
-                    self.live_bytes = self.live_bytes.saturating_sub(slot.size);
-                }
+                self.entries = self.entries.split_off(&(upto.index + 1));
                 self.last_purged = Some(upto);
             }
             Record::Committed(committed) => self.committed = committed,
@@ -201,33 +203,20 @@ impl LogMem {
         if start >= end {
             return Vec::new();
         }
-        self.entries.range(start..end).map(|(_, slot)| slot.entry.clone()).collect()
+        self.entries.range(start..end).map(|(_, entry)| entry.clone()).collect()
     }
 
-    /// The whole log file rewritten: header, purge point, commit point,
-    /// live entries.
-    fn compacted_file(&self) -> Result<Vec<u8>, WriteError> {
-        let mut file = LOG_KIND.header().to_vec();
+    /// How a new segment begins: its header, the purge point and the
+    /// commit point, so that it reads on its own once older ones are gone.
+    fn segment_start(&self) -> Result<Vec<u8>, WriteError> {
+        let mut start = LOG_KIND.header().to_vec();
         if let Some(upto) = self.last_purged {
-            encode_record(&Record::Purge { upto }, &mut file)?;
+            encode_record(&Record::Purge { upto }, &mut start)?;
         }
         if self.committed.is_some() {
-            encode_record(&Record::Committed(self.committed), &mut file)?;
+            encode_record(&Record::Committed(self.committed), &mut start)?;
         }
-        let live: Vec<&Entry> = self.entries.values().map(|slot| &slot.entry).collect();
-        for chunk in live.chunks(COMPACT_CHUNK) {
-            // Encodes exactly as `Record::Append(Vec<Entry>)` does.
-            #[derive(Serialize)]
-            enum RecordRef<'a> {
-                Append(&'a [&'a Entry]),
-            }
-            encode_record(&RecordRef::Append(chunk), &mut file)?;
-        }
-        Ok(file)
-    }
-
-    fn should_compact(&self, min_bytes: u64) -> bool {
-        self.file_bytes >= min_bytes && self.file_bytes > 2 * self.live_bytes.max(1)
+        Ok(start)
     }
 }
 
@@ -273,28 +262,61 @@ impl LogStore {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
 
-        let path = dir.join(LOG_FILE);
-        durable::remove_leftover(&dir.join(format!("{LOG_FILE}.tmp")));
-        if !path.exists() {
-            durable::replace_file(dir, LOG_FILE, &LOG_KIND.header())
+        let mut segments = list_segments(dir)?;
+        if segments.is_empty() {
+            let name = segment_name(0);
+            durable::replace_file(dir, &name, &LOG_KIND.header())
                 .map_err(|e| OpenError::Io { path: e.path, source: e.source })?;
+            segments.push(Segment { seq: 0, path: dir.join(name), max_index: None });
         }
-        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-        let (mut mem, good_end) = replay(&path, &bytes)?;
+        let mut mem = LogMem::default();
+        let mut good_end = 0;
+        let mut appended = false;
+        let count = segments.len();
+        for (i, segment) in segments.iter_mut().enumerate() {
+            let last = i + 1 == count;
+            let bytes = std::fs::read(&segment.path).map_err(io_err(&segment.path))?;
+            let replayed = replay(&segment.path, &bytes, &mut mem, &mut appended)?;
+            segment.max_index = replayed.max_index;
+            good_end = replayed.good_end;
+            if good_end < bytes.len() {
+                if !last {
+                    // A segment is synced before the next one starts.
+                    return Err(OpenError::Corrupt {
+                        path: segment.path.clone(),
+                        offset: good_end as u64,
+                        reason: "a torn record in a segment that is not the last".to_owned(),
+                    });
+                }
+                tracing::warn!(
+                    path = %segment.path.display(),
+                    offset = good_end,
+                    discarded = bytes.len() - good_end,
+                    "discarding a torn write at the end of the log"
+                );
+            }
+        }
+        if let Some(missing) = mem.missing_upto.take() {
+            if mem.last_purged.is_none_or(|purged| purged.index < missing) {
+                return Err(OpenError::Corrupt {
+                    path: segments[0].path.clone(),
+                    offset: FILE_HEADER_LEN as u64,
+                    reason: format!(
+                        "the log starts after entry {missing}, which no purge covers (purged up to {:?}): \
+                         an earlier segment is missing",
+                        mem.last_purged
+                    ),
+                });
+            }
+        }
+        let current = segments.pop().expect("at least one segment");
+        let path = current.path;
         let file = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
-        if good_end < bytes.len() {
-            tracing::warn!(
-                path = %path.display(),
-                offset = good_end,
-                discarded = bytes.len() - good_end,
-                "discarding a torn write at the end of the log"
-            );
-            file.set_len(good_end as u64).map_err(io_err(&path))?;
-        }
+        file.set_len(good_end as u64).map_err(io_err(&path))?;
         // What was replayed may still be only in the page cache (a crash
         // between a write and its fsync): make it as durable as it looks.
         file.sync_all().map_err(io_err(&path))?;
-        mem.file_bytes = good_end as u64;
+        mem.segment_bytes = good_end as u64;
         mem.vote = match durable::read_single(&dir.join(VOTE_FILE), &VOTE_KIND)? {
             Some(payload) => Some(postcard::from_bytes(&payload).map_err(|source| OpenError::Decode {
                 path: dir.join(VOTE_FILE),
@@ -305,6 +327,7 @@ impl LogStore {
         };
         tracing::info!(
             path = %path.display(),
+            segments = segments.len() + 1,
             entries = mem.entries.len(),
             last_purged = ?mem.last_purged,
             committed = ?mem.committed,
@@ -318,8 +341,11 @@ impl LogStore {
             synced,
             written_upto: last_index,
             dir: dir.to_owned(),
+            closed: segments,
+            seq: current.seq,
             path,
             file,
+            max_index: current.max_index,
             len: good_end as u64,
             unsynced: false,
             failed: None,
@@ -357,9 +383,17 @@ impl LogStore {
             Record::Purge { .. } | Record::Committed(_) => None,
         };
         let mut mem = lock(&self.mem);
-        mem.apply(record, bytes.len() as u64).map_err(WriteError::Refused)?;
-        mem.file_bytes += bytes.len() as u64;
-        self.writer.send(Op::Log { bytes, extent, done })
+        mem.apply(record).map_err(WriteError::Refused)?;
+        mem.segment_bytes += bytes.len() as u64;
+        self.writer.send(Op::Log { bytes, extent, done })?;
+        if mem.segment_bytes >= self.options.segment_bytes {
+            // What follows goes to a new segment, which starts from the
+            // state as of this record.
+            let start = mem.segment_start()?;
+            mem.segment_bytes = start.len() as u64;
+            self.writer.send(Op::Roll { start })?;
+        }
+        Ok(())
     }
 
     /// Whether an append now is this member's own, as the leader: its
@@ -411,18 +445,62 @@ impl From<WriteError> for StorageError {
     }
 }
 
-/// Replays a log file; returns the log and the offset where the good
-/// records end (before a torn tail, if any).
-fn replay(path: &Path, bytes: &[u8]) -> Result<(LogMem, usize), OpenError> {
+/// The segments in `dir`, oldest first (a legacy `log` renamed to
+/// segment 0 first); leftover temporary files are removed.
+fn list_segments(dir: &Path) -> Result<Vec<Segment>, OpenError> {
+    let io_err = |source| OpenError::Io { path: dir.to_owned(), source };
+    let legacy = dir.join(LEGACY_LOG_FILE);
+    durable::remove_leftover(&dir.join(format!("{LEGACY_LOG_FILE}.tmp")));
+    let mut segments = Vec::new();
+    for dirent in std::fs::read_dir(dir).map_err(io_err)? {
+        let name = dirent.map_err(io_err)?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name.strip_suffix(".tmp").and_then(segment_seq) {
+            durable::remove_leftover(&dir.join(segment_name(seq) + ".tmp"));
+        } else if let Some(seq) = segment_seq(name) {
+            segments.push(Segment { seq, path: dir.join(name), max_index: None });
+        }
+    }
+    if legacy.exists() {
+        if !segments.is_empty() {
+            return Err(OpenError::Corrupt {
+                path: legacy,
+                offset: 0,
+                reason: "a log from before segments beside segments".to_owned(),
+            });
+        }
+        let first = dir.join(segment_name(0));
+        std::fs::rename(&legacy, &first).map_err(|source| OpenError::Io { path: legacy.clone(), source })?;
+        durable::sync_dir(dir).map_err(|e| OpenError::Io { path: e.path, source: e.source })?;
+        tracing::info!(from = %legacy.display(), to = %first.display(), "the log file is now the first segment");
+        segments.push(Segment { seq: 0, path: first, max_index: None });
+    }
+    segments.sort_by_key(|segment| segment.seq);
+    Ok(segments)
+}
+
+/// What replaying one segment found.
+struct Replayed {
+    /// Where its good records end (before a torn tail, if any).
+    good_end: usize,
+    /// The last entry index it holds, if any.
+    max_index: Option<u64>,
+}
+
+/// Replays one segment into `mem`. The first entries of the whole replay
+/// (`appended` says whether there were any yet) may follow a gap: older
+/// segments a purge deleted. `mem.missing_upto` records it for the caller
+/// to check once every segment is read.
+fn replay(path: &Path, bytes: &[u8], mem: &mut LogMem, appended: &mut bool) -> Result<Replayed, OpenError> {
     LOG_KIND.check_header(path, bytes)?;
-    let mut mem = LogMem::default();
     let mut offset = FILE_HEADER_LEN;
+    let mut max_index = None;
     loop {
         match durable::read_frame(bytes, offset) {
-            Frame::End => return Ok((mem, offset)),
+            Frame::End => return Ok(Replayed { good_end: offset, max_index }),
             Frame::Torn { reason } => {
                 tracing::warn!(path = %path.display(), offset, reason, "torn record at the end of the log");
-                return Ok((mem, offset));
+                return Ok(Replayed { good_end: offset, max_index });
             }
             Frame::Corrupt { reason } => {
                 return Err(OpenError::Corrupt {
@@ -437,7 +515,19 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<(LogMem, usize), OpenError> {
                     offset: offset as u64,
                     source,
                 })?;
-                mem.apply(record, (end - offset) as u64).map_err(|reason| OpenError::Corrupt {
+                if let Record::Append(entries) = &record {
+                    let (first_index, last_index) = match (entries.first(), entries.last()) {
+                        (Some(a), Some(b)) => (a.log_id.index, b.log_id.index),
+                        _ => (0, 0),
+                    };
+                    let last = mem.last_log_id().map_or(0, |id| id.index);
+                    if !*appended && first_index > last + 1 {
+                        mem.missing_upto = Some(first_index - 1);
+                    }
+                    *appended = true;
+                    max_index = max_index.max(Some(last_index));
+                }
+                mem.apply(record).map_err(|reason| OpenError::Corrupt {
                     path: path.to_owned(),
                     offset: offset as u64,
                     reason,
@@ -546,21 +636,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // entries that come back after a crash are only ones a snapshot
         // already holds. A failure poisons the writer like any other.
         self.record(Record::Purge { upto: log_id }, Done::Unawaited { what: "purge the log", sync: false })?;
-        let mut mem = lock(&self.mem);
-        if !mem.should_compact(self.options.compact_min_bytes) {
-            return Ok(());
-        }
-        match mem.compacted_file() {
-            Ok(file) => {
-                mem.file_bytes = file.len() as u64;
-                drop(mem);
-                self.writer
-                    .send(Op::Compact { file, done: Done::Unawaited { what: "compact the log", sync: false } })?;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot encode a compacted log; keeping the old file")
-            }
-        }
+        self.writer.send(Op::Release { upto: log_id.index })?;
         Ok(())
     }
 }
@@ -604,8 +680,21 @@ enum Op {
     Log { bytes: Vec<u8>, extent: Option<Extent>, done: Done },
     /// A new vote file.
     Vote { payload: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
-    /// A whole new log file to replace the current one.
-    Compact { file: Vec<u8>, done: Done },
+    /// Close the current segment and go on in a new one that starts with
+    /// these bytes (see [`LogMem::segment_start`]).
+    Roll { start: Vec<u8> },
+    /// A purge up to this index is queued before: delete the oldest closed
+    /// segments holding no entry after it.
+    Release { upto: u64 },
+}
+
+/// A closed segment: full, synced, and only ever deleted.
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    /// The last entry index written to it, if any.
+    max_index: Option<u64>,
 }
 
 /// What a write does to the entries the file holds.
@@ -652,8 +741,14 @@ struct Writer {
     /// The last entry index written (synced or not).
     written_upto: u64,
     dir: PathBuf,
+    /// The closed segments, oldest first.
+    closed: Vec<Segment>,
+    /// The current segment: its number, path, open file, and the last
+    /// entry index written to it.
+    seq: u64,
     path: PathBuf,
     file: File,
+    max_index: Option<u64>,
     /// The file's length: everything before it is written (complete
     /// frames), and synced unless `unsynced`.
     len: u64,
@@ -736,10 +831,17 @@ impl Writer {
                     let result = self.check().and_then(|()| self.write_vote(&payload));
                     drop(done.send(result));
                 }
-                Op::Compact { file, done } => {
+                Op::Roll { start } => {
                     self.flush(&mut group);
-                    let result = self.check().and_then(|()| self.compact(&file));
-                    done.complete(result);
+                    if self.check().is_ok() {
+                        self.roll(&start);
+                    }
+                }
+                Op::Release { upto } => {
+                    self.flush(&mut group);
+                    if self.check().is_ok() {
+                        self.release(upto);
+                    }
                 }
             }
         }
@@ -771,7 +873,10 @@ impl Writer {
             Ok(()) => {
                 for extent in group.extents.drain(..) {
                     self.written_upto = match extent {
-                        Extent::Upto(index) => index,
+                        Extent::Upto(index) => {
+                            self.max_index = self.max_index.max(Some(index));
+                            index
+                        }
                         Extent::Truncated { since } => self.written_upto.min(since.saturating_sub(1)),
                     };
                 }
@@ -840,55 +945,67 @@ impl Writer {
         result
     }
 
-    /// Replaces the log file with `file` (see [`LogMem::compacted_file`]).
-    /// Failing before the rename leaves the old file in use, which is
-    /// fine; failing after it is fatal.
-    fn compact(&mut self, file: &[u8]) -> io::Result<()> {
-        let started = std::time::Instant::now();
-        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
-        let prepared = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&tmp)
-            .and_then(|mut new| {
-                new.write_all(file)?;
-                new.sync_all()?;
-                Ok(new)
-            })
-            .and_then(|new| {
-                std::fs::rename(&tmp, &self.path)?;
-                Ok(new)
-            });
-        let new = match prepared {
-            Ok(new) => new,
-            Err(e) => {
-                durable::remove_leftover(&tmp);
-                tracing::warn!(path = %self.path.display(), error = %e, "log compaction failed; keeping the old file");
-                return Ok(());
-            }
-        };
-        // Appends go to the new file from here on, so its name must be
-        // durable before any of them is acknowledged.
-        self.file = new;
-        self.len = file.len() as u64;
-        // The new file holds everything, synced; the old one's unsynced
-        // tail no longer matters.
-        self.unsynced = false;
-        let synced = durable::sync_dir(&self.dir).map_err(FileError::into_io);
-        match synced {
-            Ok(()) => {
-                // Appends wait meanwhile: the time says what it cost them.
-                let took_ms = started.elapsed().as_millis() as u64;
-                tracing::info!(path = %self.path.display(), bytes = file.len(), took_ms, "compacted the raft log");
-                self.synced.synced(self.written_upto);
-                Ok(())
-            }
-            Err(e) => {
-                self.fail(&e);
-                Err(e)
+    /// Closes the current segment (synced first: only the last segment
+    /// may end torn) and goes on in a new one that starts with `start`.
+    /// If the new one cannot be made, writing goes on in the current one.
+    fn roll(&mut self, start: &[u8]) {
+        let began = std::time::Instant::now();
+        if self.unsynced {
+            self.sync_idle();
+            if self.failed.is_some() {
+                return;
             }
         }
+        let seq = self.seq + 1;
+        let name = segment_name(seq);
+        let path = self.dir.join(&name);
+        let opened = durable::replace_file(&self.dir, &name, start)
+            .map_err(FileError::into_io)
+            .and_then(|()| OpenOptions::new().append(true).open(&path));
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                durable::remove_leftover(&path);
+                tracing::warn!(path = %path.display(), error = %e, "cannot start a new log segment; going on in the current one");
+                return;
+            }
+        };
+        let old =
+            Segment { seq: self.seq, path: std::mem::replace(&mut self.path, path), max_index: self.max_index.take() };
+        self.closed.push(old);
+        self.file = file;
+        self.seq = seq;
+        self.len = start.len() as u64;
+        tracing::debug!(path = %self.path.display(), took_us = began.elapsed().as_micros() as u64, "started a new log segment");
+    }
+
+    /// Deletes the oldest closed segments whose entries are all purged
+    /// (up to `upto`), once that purge is on disk: replay must never find
+    /// the gap they leave without the purge that covers it.
+    fn release(&mut self, upto: u64) {
+        let done = self.closed.iter().take_while(|segment| segment.max_index.is_none_or(|last| last <= upto)).count();
+        if done == 0 {
+            return;
+        }
+        self.sync_idle();
+        if self.failed.is_some() {
+            return;
+        }
+        let mut removed = 0;
+        for segment in self.closed.drain(..done) {
+            match std::fs::remove_file(&segment.path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    // Left behind, it costs only disk space and replay time.
+                    tracing::warn!(path = %segment.path.display(), error = %e, "cannot delete a purged log segment");
+                }
+            }
+        }
+        if let Err(e) = durable::sync_dir(&self.dir) {
+            tracing::warn!(error = %e, "cannot sync the log directory after deleting segments");
+        }
+        tracing::info!(removed, upto, kept = self.closed.len() + 1, "deleted purged log segments");
     }
 }
 
@@ -925,6 +1042,19 @@ mod tests {
 
     async fn all(store: &mut LogStore) -> Vec<Entry> {
         store.try_get_log_entries(..).await.unwrap()
+    }
+
+    fn first_segment(dir: &Path) -> PathBuf {
+        dir.join(segment_name(0))
+    }
+
+    /// Replays a copy of one segment as it is now: the log, where its
+    /// good records end, and its length.
+    fn replay_file(path: &Path) -> (LogMem, usize, usize) {
+        let bytes = std::fs::read(path).unwrap();
+        let mut mem = LogMem::default();
+        let replayed = replay(path, &bytes, &mut mem, &mut false).unwrap();
+        (mem, replayed.good_end, bytes.len())
     }
 
     fn indexes(entries: &[Entry]) -> Vec<u64> {
@@ -989,9 +1119,8 @@ mod tests {
         let mut store = LogStore::open(dir.path()).unwrap();
         append(&mut store, (0..3).map(|i| blank(1, i)).collect()).await.unwrap();
         // Still open: replay a copy of the file as it is now.
-        let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
-        let (mem, end) = replay(&dir.path().join(LOG_FILE), &bytes).unwrap();
-        assert_eq!(end, bytes.len());
+        let (mem, end, len) = replay_file(&first_segment(dir.path()));
+        assert_eq!(end, len);
         assert_eq!(mem.entries.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 
@@ -1024,8 +1153,7 @@ mod tests {
         assert!(tokio::time::timeout(BRIEFLY, durability.wait(1)).await.is_err());
         drop(stalled);
         durability.wait(3).await.unwrap();
-        let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
-        let (mem, _) = replay(&dir.path().join(LOG_FILE), &bytes).unwrap();
+        let (mem, _, _) = replay_file(&first_segment(dir.path()));
         assert_eq!(mem.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
@@ -1056,7 +1184,7 @@ mod tests {
     #[tokio::test]
     async fn a_torn_last_record_is_dropped_and_the_log_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
+        let path = first_segment(dir.path());
         let intact;
         {
             let mut store = LogStore::open(dir.path()).unwrap();
@@ -1088,7 +1216,7 @@ mod tests {
     #[tokio::test]
     async fn damage_before_the_last_record_fails_open_naming_file_and_offset() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
+        let path = first_segment(dir.path());
         {
             let mut store = LogStore::open(dir.path()).unwrap();
             append(&mut store, vec![member(0, "infra0")]).await.unwrap();
@@ -1114,7 +1242,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_that_checks_out_but_does_not_decode_fails_open() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
+        let path = first_segment(dir.path());
         let mut bytes = LOG_KIND.header().to_vec();
         durable::encode_frame(&[0xff, 0xff, 0xff], &mut bytes).unwrap();
         std::fs::write(&path, &bytes).unwrap();
@@ -1125,7 +1253,7 @@ mod tests {
     #[tokio::test]
     async fn entries_with_a_gap_on_disk_fail_open() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
+        let path = first_segment(dir.path());
         let mut bytes = LOG_KIND.header().to_vec();
         for batch in [vec![blank(1, 0)], vec![blank(1, 2)]] {
             encode_record(&Record::Append(batch), &mut bytes).unwrap();
@@ -1138,7 +1266,7 @@ mod tests {
     #[tokio::test]
     async fn a_foreign_or_newer_file_fails_open() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
+        let path = first_segment(dir.path());
         std::fs::write(&path, b"{\"etcd\": \"member dir\"}").unwrap();
         let err = LogStore::open(dir.path()).unwrap_err();
         assert!(matches!(&err, OpenError::Foreign { path: p, .. } if p == &path), "{err}");
@@ -1155,27 +1283,60 @@ mod tests {
         assert!(matches!(&err, OpenError::Foreign { kind: "vote", .. }), "{err}");
     }
 
+    fn segments(dir: &Path) -> Vec<u64> {
+        list_segments(dir).unwrap().iter().map(|segment| segment.seq).collect()
+    }
+
+    /// A store with segments of 4 KiB, and 200 entries in them.
+    async fn segmented(dir: &Path) -> (LogStore, LogStoreOptions) {
+        let options = LogStoreOptions { segment_bytes: 4096, ..LogStoreOptions::default() };
+        let mut store = LogStore::open_with(dir, options.clone()).unwrap();
+        for i in 0..200 {
+            append(&mut store, vec![member(i, &format!("member-{i}"))]).await.unwrap();
+        }
+        (store, options)
+    }
+
     #[tokio::test]
-    async fn a_purge_that_leaves_mostly_dead_records_compacts_the_file() {
+    async fn a_full_segment_is_closed_and_the_log_goes_on_in_a_new_one() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
-        let options = LogStoreOptions { compact_min_bytes: 4096, ..LogStoreOptions::default() };
         {
-            let mut store = LogStore::open_with(dir.path(), options.clone()).unwrap();
-            for i in 0..200 {
-                append(&mut store, vec![member(i, &format!("member-{i}"))]).await.unwrap();
-            }
+            let (mut store, _) = segmented(dir.path()).await;
+            store.save_committed(Some(log_id(1, 1, 150))).await.unwrap();
+        }
+        let found = segments(dir.path());
+        assert!(found.len() >= 3, "segments {found:?}");
+        assert_eq!(found, (0..found.len() as u64).collect::<Vec<_>>());
+        for seq in &found[..found.len() - 1] {
+            let size = std::fs::metadata(dir.path().join(segment_name(*seq))).unwrap().len();
+            assert!((4096..8192).contains(&size), "segment {seq} has {size} bytes");
+        }
+        let mut store = LogStore::open(dir.path()).unwrap();
+        let entries = all(&mut store).await;
+        assert_eq!(indexes(&entries), (0..200).collect::<Vec<_>>());
+        assert_eq!(entries[120], member(120, "member-120"));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 150)));
+    }
+
+    #[tokio::test]
+    async fn a_purge_deletes_the_segments_it_covers_and_the_rest_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let options;
+        let before;
+        {
+            let mut store;
+            (store, options) = segmented(dir.path()).await;
             store.save_committed(Some(log_id(1, 1, 199))).await.unwrap();
             store.save_vote(&RaftVote::new_committed(1, 1)).await.unwrap();
-            let before = std::fs::metadata(&path).unwrap().len();
+            before = segments(dir.path());
             store.purge(log_id(1, 1, 189)).await.unwrap();
-            // Queued after the compaction, so its flush means the
-            // compaction is done; and it lands in the new file.
+            // Queued after the purge, so its flush means the segments
+            // are gone.
             append(&mut store, vec![blank(2, 200)]).await.unwrap();
-            let after = std::fs::metadata(&path).unwrap().len();
-            assert!(after * 5 < before, "compacted from {before} to {after} bytes");
         }
-        assert!(!dir.path().join("log.tmp").exists());
+        let after = segments(dir.path());
+        assert!(after.len() <= 2 && after.len() < before.len(), "segments {before:?}, then {after:?}");
+        assert_eq!(after.last(), before.last(), "the current segment stays");
         let mut store = LogStore::open_with(dir.path(), options).unwrap();
         let entries = all(&mut store).await;
         assert_eq!(indexes(&entries), (190..=200).collect::<Vec<_>>());
@@ -1183,6 +1344,54 @@ mod tests {
         assert_eq!(store.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(1, 1, 189)));
         assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 199)));
         assert_eq!(store.read_vote().await.unwrap(), Some(RaftVote::new_committed(1, 1)));
+    }
+
+    #[tokio::test]
+    async fn a_purge_keeps_a_segment_that_still_holds_a_live_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = segmented(dir.path()).await;
+        let before = segments(dir.path());
+        store.purge(log_id(1, 1, 0)).await.unwrap();
+        append(&mut store, vec![blank(2, 200)]).await.unwrap();
+        assert_eq!(segments(dir.path()), before);
+    }
+
+    #[tokio::test]
+    async fn a_missing_segment_fails_open_naming_the_one_after_the_gap() {
+        for gone in [0, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(segmented(dir.path()).await);
+            std::fs::remove_file(dir.path().join(segment_name(gone))).unwrap();
+            let err = LogStore::open(dir.path()).unwrap_err().to_string();
+            let next = dir.path().join(segment_name(gone + 1));
+            assert!(err.contains(&next.display().to_string()), "segment {gone} gone: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_torn_record_in_a_closed_segment_fails_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(segmented(dir.path()).await);
+        let path = first_segment(dir.path());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let err = LogStore::open(dir.path()).unwrap_err();
+        assert!(matches!(&err, OpenError::Corrupt { path: p, .. } if *p == path), "{err}");
+        assert!(err.to_string().contains("not the last"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_log_file_from_before_segments_becomes_segment_0() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            append(&mut store, (0..3).map(|i| blank(1, i)).collect()).await.unwrap();
+        }
+        std::fs::rename(first_segment(dir.path()), dir.path().join(LEGACY_LOG_FILE)).unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&all(&mut store).await), vec![0, 1, 2]);
+        assert!(!dir.path().join(LEGACY_LOG_FILE).exists());
+        assert_eq!(segments(dir.path()), vec![0]);
     }
 
     #[tokio::test]
@@ -1205,7 +1414,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_disk_fails_the_write_and_keeps_what_was_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
+        let path = first_segment(dir.path());
         let intact;
         {
             let mut store = LogStore::open_with(

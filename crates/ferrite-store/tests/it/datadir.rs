@@ -58,7 +58,7 @@ fn stderr(out: &Output) -> String {
 async fn a_log_damaged_in_the_middle_stops_the_start_and_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path(), 200).await;
-    let log: PathBuf = dir.path().join("ferrite/raft/log");
+    let log: PathBuf = dir.path().join("ferrite/raft/log.0000000000000000");
     let mut bytes = std::fs::read(&log).unwrap();
     let middle = bytes.len() / 3;
     bytes[middle] ^= 0xff;
@@ -97,7 +97,7 @@ async fn a_damaged_member_file_is_refused_by_name() {
 async fn a_foreign_file_in_place_of_the_log_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path(), 3).await;
-    let log = dir.path().join("ferrite/raft/log");
+    let log = dir.path().join("ferrite/raft/log.0000000000000000");
     std::fs::write(&log, b"this is not a raft log at all, just text").unwrap();
     let out = run_to_exit(command(dir.path(), free_port().unwrap(), free_port().unwrap()));
     assert!(!out.status.success());
