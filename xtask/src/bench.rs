@@ -40,16 +40,28 @@ request = function()
 end
 "#;
 
+/// Which member a load goes to. Clients talk to any member: a write to a
+/// follower costs a forward to the leader (ferrite-store's forwarder,
+/// etcd's MsgProp), so both ways are measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    Leader,
+    Follower,
+}
+
 struct Load {
     name: &'static str,
     script: &'static str,
     connections: u32,
+    target: Target,
 }
 
 const LOADS: &[Load] = &[
-    Load { name: "PUT, 1 connection", script: PUT_SCRIPT, connections: 1 },
-    Load { name: "PUT, 32 connections", script: PUT_SCRIPT, connections: 32 },
-    Load { name: "GET, 32 connections", script: GET_SCRIPT, connections: 32 },
+    Load { name: "PUT, 1 connection, to the leader", script: PUT_SCRIPT, connections: 1, target: Target::Leader },
+    Load { name: "PUT, 1 connection, to a follower", script: PUT_SCRIPT, connections: 1, target: Target::Follower },
+    Load { name: "PUT, 32 connections, to the leader", script: PUT_SCRIPT, connections: 32, target: Target::Leader },
+    Load { name: "PUT, 32 connections, to a follower", script: PUT_SCRIPT, connections: 32, target: Target::Follower },
+    Load { name: "GET, 32 connections, to a follower", script: GET_SCRIPT, connections: 32, target: Target::Follower },
 ];
 
 pub fn store(root: &Path, seconds: u32, rounds: usize, write: bool) -> Result<()> {
@@ -79,8 +91,12 @@ pub fn store(root: &Path, seconds: u32, rounds: usize, write: bool) -> Result<()
             }
             for s in order {
                 eprintln!("    round {}/{rounds}: {}: {} for {seconds} s", round + 1, servers[s].0, load.name);
-                // Load the first member, as a client would.
-                samples[s][l].push(wrk(&script, &clusters[s].endpoints[0], load.connections, seconds)?);
+                // Asked each time: the leader may have changed.
+                let endpoint = match load.target {
+                    Target::Leader => clusters[s].leader_endpoint()?,
+                    Target::Follower => clusters[s].follower_endpoint()?,
+                };
+                samples[s][l].push(wrk(&script, &endpoint, load.connections, seconds)?);
             }
         }
     }
@@ -243,7 +259,7 @@ fn millis(s: &str) -> Option<f64> {
 fn render(rows: &[(&str, Vec<Figures>)], seconds: u32, rounds: usize, samples: &[Vec<Vec<Figures>>]) -> String {
     let mut out = format!(
         "Command: `cargo xtask bench store --seconds {seconds} --rounds {rounds}` (3 members each on loopback, \
-         fsync on, 256-byte values, wrk against the first member; median of {rounds} alternating rounds, \
+         fsync on, 256-byte values, wrk against the member each row names; median of {rounds} alternating rounds, \
          with every round's requests/s after it).\n\n\
          | load | server | requests/s | p50 ms | p99 ms | errors | rounds (requests/s) |\n\
          |---|---|---:|---:|---:|---:|---|\n"

@@ -65,6 +65,19 @@ impl LocalCluster {
         self.endpoints.join(",")
     }
 
+    /// The client URL of the current leader, as `etcdctl member list` says.
+    pub fn leader_endpoint(&self) -> Result<String> {
+        let out = etcdctl(&self.endpoints_arg(), &["member", "list"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        leader_in_member_list(&text).with_context(|| format!("no leader in `etcdctl member list`:\n{text}"))
+    }
+
+    /// The client URL of a member that is not the leader.
+    pub fn follower_endpoint(&self) -> Result<String> {
+        let leader = self.leader_endpoint()?;
+        self.endpoints.iter().find(|e| **e != leader).cloned().context("a one-member cluster has no follower")
+    }
+
     fn wait_healthy(&self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {
@@ -83,6 +96,14 @@ impl LocalCluster {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+/// The leader's first client URL in etcdctl v2's `member list` output
+/// (`ID: name=N peerURLs=P clientURLs=C isLeader=true`).
+fn leader_in_member_list(text: &str) -> Option<String> {
+    let line = text.lines().find(|line| line.contains("isLeader=true"))?;
+    let urls = line.split_whitespace().find_map(|field| field.strip_prefix("clientURLs="))?;
+    urls.split(',').next().map(str::to_owned)
 }
 
 /// The main job for now: a ferrite-store cluster, checked with etcdctl.
@@ -115,4 +136,17 @@ pub fn etcdctl(endpoints: &str, args: &[&str]) -> Result<std::process::Output> {
         .args(args)
         .output()
         .context("cannot run etcdctl (package etcd-client)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_is_read_from_member_list() {
+        let text = "8e9e05c52164694d: name=n0 peerURLs=http://127.0.0.1:2380 clientURLs=http://127.0.0.1:2379 isLeader=false\n\
+                    91bc3c398fb3c146: name=n1 peerURLs=http://127.0.0.1:2382 clientURLs=http://127.0.0.1:2381,http://127.0.0.1:4001 isLeader=true\n";
+        assert_eq!(leader_in_member_list(text).as_deref(), Some("http://127.0.0.1:2381"));
+        assert_eq!(leader_in_member_list("no leader here"), None);
+    }
 }
