@@ -105,15 +105,8 @@ async fn the_weather_app_caches_in_redis_through_the_ambassador() {
     .unwrap();
     let redis_port = redis.host_port("6379/tcp").unwrap();
     let redis_key = format!("{prefix}/{redis_service}/walk-{sfx}:redis-{sfx}:6379");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(&redis_key, &GetOptions::default()).await {
-            assert_eq!(r.event.node.value, Some(format!("{gateway}:{redis_port}")));
-            break;
-        }
-        assert!(Instant::now() < deadline, "redis never registered:\n{}", registrator.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let value = registered(&client, &redis_key, &registrator).await;
+    assert_eq!(value, Some(format!("{gateway}:{redis_port}")));
 
     // redis-ambassador.service
     let ambassador = Container::run(
@@ -160,10 +153,23 @@ async fn the_weather_app_caches_in_redis_through_the_ambassador() {
     let again = http.get(format!("http://127.0.0.1:{weather_port}/")).send().await.unwrap().text().await.unwrap();
     assert_eq!(again.trim(), served);
 
-    // The registrator announced the weather app too (its image's name).
+    // The registrator announces the weather app too (its image's name),
+    // from Docker's start event: it may come after the app first answers.
     let weather_key = format!("{prefix}/weather-{sfx}/walk-{sfx}:weather-{sfx}:8080");
-    let value = client.get(&weather_key, &GetOptions::default()).await.unwrap().event.node.value;
+    let value = registered(&client, &weather_key, &registrator).await;
     assert_eq!(value, Some(format!("{gateway}:{weather_port}")));
 
     drop((weather, ambassador, redis, registrator));
+}
+
+/// Waits (up to 30 s) for the registrator to write `key`; its value.
+async fn registered(client: &Client, key: &str, registrator: &Container) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = client.get(key, &GetOptions::default()).await {
+            return response.event.node.value;
+        }
+        assert!(Instant::now() < deadline, "{key} was never registered:\n{}", registrator.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
