@@ -21,20 +21,29 @@ pub struct Slot<'a> {
 /// the hash names, read-only; ROOT by PARTUUID, grown on first boot; the
 /// serial console first so a VM's log captures boot.
 pub fn kernel_command_line(slot: &Slot<'_>) -> String {
-    [
-        format!("usrhash={}", slot.usr_hash),
+    command_line(slot.usr_hash, &[format!("root=PARTUUID={}", slot.root_partuuid), "rootfstype=ext4".into()])
+}
+
+/// The PXE set's kernel command line: /usr as on the disk (the initramfs
+/// carries USR-A and its hash tree as a GPT image with the same partition
+/// UUIDs, so `usrhash=` finds them), and a tmpfs root, since a machine
+/// booted from the network has no ROOT partition.
+pub fn pxe_command_line(usr_hash: &str) -> String {
+    command_line(usr_hash, &["root=tmpfs".into()])
+}
+
+fn command_line(usr_hash: &str, root: &[String]) -> String {
+    let mut args = vec![
+        format!("usrhash={usr_hash}"),
         "mount.usr=/dev/mapper/usr".to_string(),
         "mount.usrfstype=squashfs".to_string(),
         "mount.usrflags=ro".to_string(),
-        format!("root=PARTUUID={}", slot.root_partuuid),
-        "rootfstype=ext4".to_string(),
-        "rootflags=rw".to_string(),
-        "rw".to_string(),
-        "console=tty0".to_string(),
-        "console=ttyS0,115200n8".to_string(),
-        "systemd.show_status=1".to_string(),
-    ]
-    .join(" ")
+    ];
+    args.extend_from_slice(root);
+    args.extend(
+        ["rootflags=rw", "rw", "console=tty0", "console=ttyS0,115200n8", "systemd.show_status=1"].map(String::from),
+    );
+    args.join(" ")
 }
 
 /// The entry's file name under `loader/entries/`: systemd-boot boots the
@@ -92,6 +101,16 @@ mod tests {
         assert!(line.contains("mount.usrflags=ro"));
         assert!(line.contains("root=PARTUUID=01234567-89ab-4def-8123-456789abcdef"));
         assert!(!line.contains("  "));
+    }
+
+    #[test]
+    fn the_pxe_command_line_verifies_usr_and_roots_in_tmpfs() {
+        let line = pxe_command_line(slot().usr_hash);
+        assert!(line.starts_with(&format!("usrhash={} mount.usr=/dev/mapper/usr ", slot().usr_hash)));
+        assert!(line.contains(" root=tmpfs "));
+        assert!(!line.contains("PARTUUID"));
+        let disk = kernel_command_line(&slot());
+        assert_eq!(line.replace("root=tmpfs", ""), disk.replace(&format!("root=PARTUUID={} rootfstype=ext4", slot().root_partuuid), ""));
     }
 
     #[test]
