@@ -192,7 +192,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
     let oem = work.join("oem.img");
     mkfs_ext4(&oem, &oem_dir, "OEM", opts.sizes.oem, &root_hash, epoch)?;
     let rootfs = work.join("rootfs");
-    root_tree(&stage, &rootfs, &root_partuuid)?;
+    root_tree(&stage, &rootfs, &root_partuuid, epoch)?;
     normalize_times(&rootfs, epoch, "ROOT")?;
     let root = work.join("root.img");
     mkfs_ext4(&root, &rootfs, "ROOT", opts.sizes.root, &root_hash, epoch)?;
@@ -303,16 +303,20 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 
     // Users and groups from sysusers.d (core in docker), into ROOT's /etc.
     output(STEP, Command::new("systemd-sysusers").arg(format!("--root={}", stage.display())))?;
-    // Units Ferrite's presets name are enabled in the image as built.
+    // Ferrite's preset decides, over what Debian's packages enabled when
+    // they were installed (docker.service and containerd.service, say).
     let preset = opts.workspace.join("os-config/usr/lib/systemd/system-preset/40-ferrite.preset");
     let text = fs::read_to_string(&preset).map_err(io(STEP, &preset))?;
-    let enabled: Vec<&str> =
-        text.lines().filter_map(|l| l.strip_prefix("enable ")).map(str::trim).filter(|u| !u.contains('*')).collect();
-    if !enabled.is_empty() {
-        output(
-            STEP,
-            Command::new("systemctl").arg(format!("--root={}", stage.display())).arg("enable").args(&enabled),
-        )?;
+    for verb in ["disable", "enable"] {
+        let units: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' '))
+            .map(str::trim)
+            .filter(|u| !u.contains('*'))
+            .collect();
+        if !units.is_empty() {
+            output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg(verb).args(&units))?;
+        }
     }
 
     // Where the OEM partition is mounted (usr-share-oem.mount).
@@ -337,7 +341,7 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 /// ROOT as built: everything of the stage except /usr (machine state and
 /// administrator config), the usr-merge symlinks, mount points and an
 /// fstab that grows the filesystem to the partition.
-fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str) -> Result<()> {
+fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str, epoch: u64) -> Result<()> {
     const STEP: &str = "ROOT";
     if rootfs.exists() {
         fs::remove_dir_all(rootfs).map_err(io(STEP, rootfs))?;
@@ -365,6 +369,13 @@ fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str) -> Result<()> {
     }
     for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
         let _ = fs::remove_file(rootfs.join(link));
+    }
+    // /etc and /var are as new as /usr: without these stamps (what
+    // systemd-update-done writes), ConditionNeedsUpdate= would rerun
+    // ldconfig and friends on every machine's first boot.
+    for dir in ["etc", "var"] {
+        let stamp = format!("TIMESTAMP_NSEC={}\n", u128::from(epoch) * 1_000_000_000);
+        write(&rootfs.join(dir).join(".updated"), &stamp, STEP)?;
     }
     write(
         &rootfs.join("etc/fstab"),

@@ -3,7 +3,8 @@
 //! to the disk; the cloud-config given through fw_cfg is applied (hostname,
 //! the SSH key of user core); `core` logs in over SSH with that key and no
 //! other; Docker runs a container whose image was made on this host and
-//! sent over SSH (no registry).
+//! sent over SSH (no registry); systemd-boot counted a try of slot A's
+//! entry and the good boot blessed it (the counter is gone from its name).
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
     the_system_runs_on_verified_usr_with_root_grown(&line);
     core_logs_in_with_the_cloud_config_key_only(&mut vm, keys.path());
     docker_runs_a_container_imported_over_ssh(&vm);
+    the_counted_entry_is_tried_and_blessed(&vm);
 }
 
 fn the_system_runs_on_verified_usr_with_root_grown(line: &str) {
@@ -99,4 +101,22 @@ fn docker_runs_a_container_imported_over_ssh(vm: &Vm) {
         hostname.len() == 12 && hostname.chars().all(|c| c.is_ascii_hexdigit()),
         "HOSTNAME is a container id, not {hostname:?}"
     );
+}
+
+fn the_counted_entry_is_tried_and_blessed(vm: &Vm) {
+    let m = manifest();
+    let entry = format!("ferrite-{}-{}", m["version"].as_str().unwrap(), &m["usr_hash"].as_str().unwrap()[..12]);
+    // systemd-boot names the entry it booted after counting one try down
+    // (the image ships `<entry>+3.conf`), in LoaderBootCountPath.
+    let var = "/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+    let out = vm.ssh("core", &format!("sudo cat {var}")).expect("ssh runs");
+    assert!(out.status.success(), "systemd-boot set LoaderBootCountPath: {}", String::from_utf8_lossy(&out.stderr));
+    // efivarfs: 4 bytes of attributes, then UTF-16LE text.
+    let units: Vec<u16> = out.stdout[4..].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let counted = String::from_utf16_lossy(&units).trim_end_matches('\0').to_string();
+    assert_eq!(counted, format!("\\loader\\entries\\{entry}+2-1.conf"), "the try was counted");
+
+    let esp = stdout_of(vm, "sudo bootctl --print-esp-path");
+    let entries = stdout_of(vm, &format!("sudo ls {esp}/loader/entries"));
+    assert_eq!(entries, format!("{entry}.conf"), "systemd-bless-boot removed the counter after the good boot");
 }
