@@ -143,7 +143,8 @@ const HOST_PACKAGES: &[&str] = &[
 /// Debian packages the image builder and the VM tier use: mkosi (with
 /// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
 /// verity tools that assemble the disk without mounting, QEMU with OVMF
-/// and iPXE to boot it, and an SSH client to drive the guest.
+/// and iPXE to boot it, an SSH client to drive the guest, and strip
+/// (binutils) for the binaries that go into /usr.
 pub const IMAGE_PACKAGES: &[&str] = &[
     "mkosi",
     "debootstrap",
@@ -161,6 +162,7 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "openssh-client",
     "cpio",
     "zstd",
+    "binutils",
 ];
 
 fn main() -> Result<()> {

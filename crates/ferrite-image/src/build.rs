@@ -281,6 +281,10 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
         let dest = bin.join(name);
         fs::copy(b, &dest).map_err(io(STEP, b))?;
         set_mode(&dest, 0o755, STEP)?;
+        // The release profile keeps line tables for profiling on the build
+        // host; in the image they would double /usr. Symbols stay, so a
+        // backtrace still names functions.
+        output(STEP, Command::new("strip").arg("--strip-debug").arg(&dest))?;
     }
     let os_config_usr = opts.workspace.join("os-config/usr");
     output(

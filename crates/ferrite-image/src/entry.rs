@@ -27,9 +27,11 @@ pub fn kernel_command_line(slot: &Slot<'_>) -> String {
 /// The PXE set's kernel command line: /usr as on the disk (the initramfs
 /// carries USR-A and its hash tree as a GPT image with the same partition
 /// UUIDs, so `usrhash=` finds them), and a tmpfs root, since a machine
-/// booted from the network has no ROOT partition.
+/// booted from the network has no ROOT partition. Nor has it an OEM
+/// partition: its mount is masked, since a condition on a mount unit does
+/// not stop systemd from waiting for the device.
 pub fn pxe_command_line(usr_hash: &str) -> String {
-    command_line(usr_hash, &["root=tmpfs".into()])
+    command_line(usr_hash, &["root=tmpfs".into(), "systemd.mask=usr-share-oem.mount".into()])
 }
 
 fn command_line(usr_hash: &str, root: &[String]) -> String {
@@ -110,7 +112,9 @@ mod tests {
         assert!(line.contains(" root=tmpfs "));
         assert!(!line.contains("PARTUUID"));
         let disk = kernel_command_line(&slot());
-        assert_eq!(line.replace("root=tmpfs", ""), disk.replace(&format!("root=PARTUUID={} rootfstype=ext4", slot().root_partuuid), ""));
+        assert!(line.contains(" systemd.mask=usr-share-oem.mount "));
+        let disk_root = format!("root=PARTUUID={} rootfstype=ext4", slot().root_partuuid);
+        assert_eq!(line.replace("root=tmpfs systemd.mask=usr-share-oem.mount", ""), disk.replace(&disk_root, ""));
     }
 
     #[test]
