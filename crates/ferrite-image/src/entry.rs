@@ -42,8 +42,12 @@ fn command_line(usr_hash: &str, root: &[String]) -> String {
         "mount.usrflags=ro".to_string(),
     ];
     args.extend_from_slice(root);
+    // No AppArmor: the image ships neither profiles nor a parser, and
+    // Docker refuses to run containers when the kernel offers AppArmor
+    // without them.
     args.extend(
-        ["rootflags=rw", "rw", "console=tty0", "console=ttyS0,115200n8", "systemd.show_status=1"].map(String::from),
+        ["rootflags=rw", "rw", "apparmor=0", "console=tty0", "console=ttyS0,115200n8", "systemd.show_status=1"]
+            .map(String::from),
     );
     args.join(" ")
 }
@@ -102,6 +106,7 @@ mod tests {
         assert!(line.contains("usrhash=aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899"));
         assert!(line.contains("mount.usrflags=ro"));
         assert!(line.contains("root=PARTUUID=01234567-89ab-4def-8123-456789abcdef"));
+        assert!(line.contains(" apparmor=0 "), "Docker runs no container while AppArmor is on without a parser");
         assert!(!line.contains("  "));
     }
 
