@@ -635,7 +635,8 @@ impl Pxe<'_> {
             fs::remove_dir_all(&dir).map_err(io(STEP, &dir))?;
         }
         fs::create_dir_all(dir.join("ferrite")).map_err(io(STEP, &dir))?;
-        let sizes = Sizes { usr: file_size(self.usr, STEP)?, usr_verity: file_size(self.verity, STEP)?, ..Sizes::default() };
+        let sizes =
+            Sizes { usr: file_size(self.usr, STEP)?, usr_verity: file_size(self.verity, STEP)?, ..Sizes::default() };
         let disk = Disk {
             guid: derive::uuid(self.root_hash, "pxe usr disk"),
             layout: Layout::of_roles(&sizes, &[Role::UsrA, Role::UsrAVerity]),
@@ -651,7 +652,11 @@ impl Pxe<'_> {
         // /usr is mounted from the image; the root is a tmpfs, named on the
         // command line, so fstab has nothing to mount.
         fs::remove_dir(root.join("usr")).map_err(io(STEP, &root))?;
-        write(&root.join("etc/fstab"), "# PXE boot: / is a tmpfs (root=tmpfs), /usr comes from the initramfs.\n", STEP)?;
+        write(
+            &root.join("etc/fstab"),
+            "# PXE boot: / is a tmpfs (root=tmpfs), /usr comes from the initramfs.\n",
+            STEP,
+        )?;
         normalize_times(&dir, epoch, STEP)?;
 
         let listing = output(STEP, Command::new("find").arg(".").current_dir(&dir))?;
@@ -679,8 +684,8 @@ impl Pxe<'_> {
         // The kernel reads concatenated archives, each starting on a
         // 4-byte boundary.
         let mut all = fs::File::create(out).map_err(io(STEP, out))?;
-        let initrd_size = std::io::copy(&mut fs::File::open(initrd).map_err(io(STEP, initrd))?, &mut all)
-            .map_err(io(STEP, out))?;
+        let initrd_size =
+            std::io::copy(&mut fs::File::open(initrd).map_err(io(STEP, initrd))?, &mut all).map_err(io(STEP, out))?;
         all.write_all(&vec![0u8; (initrd_size.next_multiple_of(4) - initrd_size) as usize]).map_err(io(STEP, out))?;
         std::io::copy(&mut fs::File::open(&cpio).map_err(io(STEP, &cpio))?, &mut all).map_err(io(STEP, out))?;
         all.sync_all().map_err(io(STEP, out))

@@ -82,7 +82,8 @@ fn core_logs_in_with_the_cloud_config_key_only(vm: &mut Vm, keys: &std::path::Pa
 fn docker_runs_a_container_imported_over_ssh(vm: &Vm) {
     // The image is made here from this host's `env` and its libraries,
     // sent over SSH and imported: the guest never reaches a registry.
-    let image = Image::new("ferrite-vm-test/env:1").binary("/usr/bin/env", "/usr/bin/env").entrypoint(&["/usr/bin/env"]);
+    let image =
+        Image::new("ferrite-vm-test/env:1").binary("/usr/bin/env", "/usr/bin/env").entrypoint(&["/usr/bin/env"]);
     let tar = image.tar().expect("the image's tarball");
     let changes: Vec<String> = image.import_changes().expect("import flags").iter().map(|c| shell_quote(c)).collect();
     let import = format!("docker import {} - {}", changes.join(" "), image.name());

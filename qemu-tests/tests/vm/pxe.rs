@@ -22,7 +22,8 @@ fn the_pxe_set_boots_through_ipxe_with_verified_usr_a_tmpfs_root_and_cloud_confi
     for name in ["ferrite-pxe.vmlinuz", "ferrite-pxe.initrd"] {
         symlink(images().join(name), tftp.path().join(name)).unwrap();
     }
-    let command_line = manifest()["pxe_command_line"].as_str().expect("the manifest names the PXE command line").to_owned();
+    let command_line =
+        manifest()["pxe_command_line"].as_str().expect("the manifest names the PXE command line").to_owned();
     // 10.0.2.2 is the host as the guest sees it through user networking.
     let url = format!("http://10.0.2.2:{}/pxe/user-data", server.port);
     write_ipxe_script(
