@@ -91,9 +91,8 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
             .args([
                 "-noappend",
                 "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "6",
+                "lz4",
+                "-Xhc",
                 "-all-root",
                 "-no-xattrs",
                 "-no-progress",
