@@ -92,7 +92,6 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
                 "-noappend",
                 "-comp",
                 "lz4",
-                "-Xhc",
                 "-all-root",
                 "-no-xattrs",
                 "-no-progress",
