@@ -88,15 +88,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
         Command::new("mksquashfs")
             .arg(stage.join("usr"))
             .arg(&usr)
-            .args([
-                "-noappend",
-                "-comp",
-                "lz4",
-                "-all-root",
-                "-no-xattrs",
-                "-no-progress",
-                "-quiet",
-            ])
+            .args(["-noappend", "-comp", "lz4", "-all-root", "-no-xattrs", "-no-progress", "-quiet"])
             .args(["-mkfs-time", &epoch.to_string(), "-all-time", &epoch.to_string()]),
     )?;
     pad_to(&usr, 4096, "squashfs of /usr")?;
