@@ -1,7 +1,8 @@
-//! `cargo xtask bench ambassador`: redis-benchmark against redis directly
-//! and through ferrite-ambassador, in the same run, side by side. The
-//! ambassador follows a one-member ferrite-store that lists the redis as
-//! its only backend, as in the walkthrough.
+//! `cargo xtask bench ambassador`: redis-benchmark against redis directly,
+//! through HAProxy (Debian's, `mode tcp`: the reference for what a proxy
+//! costs on this machine) and through ferrite-ambassador, in the same run,
+//! side by side. The ambassador follows a one-member ferrite-store that
+//! lists the redis as its only backend, as in the walkthrough.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,7 @@ use crate::cluster::LocalCluster;
 
 const REDIS_PORT: u16 = 46379;
 const AMBASSADOR_PORT: u16 = 46380;
+const HAPROXY_PORT: u16 = 46381;
 const STORE_PORT: u16 = 42379;
 const KEY: &str = "/bench/redis";
 
@@ -82,15 +84,18 @@ pub fn ambassador(root: &Path, requests: u32, rounds: usize, write: bool) -> Res
             .context("cannot run ferrite-ambassador")?,
     );
     wait_for_port(AMBASSADOR_PORT, "ferrite-ambassador")?;
+    let _haproxy = Guard(start_haproxy(&dir)?);
+    wait_for_port(HAPROXY_PORT, "haproxy")?;
 
-    let targets = [("direct", REDIS_PORT), ("through ferrite-ambassador", AMBASSADOR_PORT)];
+    let targets =
+        [("direct", REDIS_PORT), ("through HAProxy", HAPROXY_PORT), ("through ferrite-ambassador", AMBASSADOR_PORT)];
     let mut samples: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); targets.len()]; LOADS.len()];
     for (l, load) in LOADS.iter().enumerate() {
         for round in 0..rounds {
+            // Each target goes first in turn, so drift on the machine
+            // does not favour one.
             let mut order: Vec<usize> = (0..targets.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
+            order.rotate_left(round % targets.len());
             for t in order {
                 eprintln!("    round {}/{rounds}: {}: {}", round + 1, targets[t].0, load.name);
                 samples[l][t].push(redis_benchmark(targets[t].1, load.args, requests)?);
@@ -103,6 +108,27 @@ pub fn ambassador(root: &Path, requests: u32, rounds: usize, write: bool) -> Res
         crate::bench::write_section(root, "ambassador", &table)?;
     }
     Ok(())
+}
+
+/// HAProxy in the foreground with the same job as the ambassador: TCP to
+/// the one redis.
+fn start_haproxy(dir: &Path) -> Result<Child> {
+    let config = dir.join("haproxy.cfg");
+    let text = format!(
+        "global\n    maxconn 4096\n\
+         defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
+         frontend ambassador\n    bind 127.0.0.1:{HAPROXY_PORT}\n    default_backend redis\n\
+         backend redis\n    server redis 127.0.0.1:{REDIS_PORT}\n"
+    );
+    std::fs::write(&config, text).with_context(|| format!("cannot write {}", config.display()))?;
+    Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run haproxy (package haproxy)")
 }
 
 fn redis_benchmark(port: u16, args: &[&str], requests: u32) -> Result<Figures> {
@@ -142,25 +168,27 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn render(samples: &[Vec<Vec<Figures>>], requests: u32, rounds: usize) -> String {
     let mut out = format!(
-        "Command: `cargo xtask bench ambassador --requests {requests} --rounds {rounds}` (redis-server 7 and \
-         ferrite-ambassador on loopback, redis-benchmark -t set,get -n {requests}; median of {rounds} \
-         alternating rounds, with every round after it).\n\n\
-         | load | command | direct requests/s | through the ambassador requests/s | ratio | rounds direct / through |\n\
-         |---|---|---:|---:|---:|---|\n"
+        "Command: `cargo xtask bench ambassador --requests {requests} --rounds {rounds}` (redis-server 7, \
+         HAProxy 2.6 and ferrite-ambassador on loopback, redis-benchmark -t set,get -n {requests}; median of \
+         {rounds} rounds in alternating order, with every round after it).\n\n\
+         | load | command | direct requests/s | HAProxy requests/s | ambassador requests/s | ambassador / direct \
+         | ambassador / HAProxy | rounds direct / HAProxy / ambassador |\n\
+         |---|---|---:|---:|---:|---:|---:|---|\n"
     );
     for (l, load) in LOADS.iter().enumerate() {
         for (c, command) in ["SET", "GET"].iter().enumerate() {
             let pick =
                 |t: usize| -> Vec<f64> { samples[l][t].iter().map(|f| if c == 0 { f.0 } else { f.1 }).collect() };
-            let (mut direct, mut through) = (pick(0), pick(1));
+            let (mut direct, mut haproxy, mut ambassador) = (pick(0), pick(1), pick(2));
             let each = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
-            let rounds_text = format!("{} / {}", each(&direct), each(&through));
-            let (d, t) = (median(&mut direct), median(&mut through));
-            let ratio = if d > 0.0 { t / d } else { 0.0 };
+            let rounds_text = format!("{} / {} / {}", each(&direct), each(&haproxy), each(&ambassador));
+            let (d, h, a) = (median(&mut direct), median(&mut haproxy), median(&mut ambassador));
+            let percent = |x: f64, of: f64| if of > 0.0 { x / of * 100.0 } else { 0.0 };
             out.push_str(&format!(
-                "| {} | {command} | {d:.0} | {t:.0} | {:.0}% | {rounds_text} |\n",
+                "| {} | {command} | {d:.0} | {h:.0} | {a:.0} | {:.0}% | {:.0}% | {rounds_text} |\n",
                 load.name,
-                ratio * 100.0
+                percent(a, d),
+                percent(a, h)
             ));
         }
     }

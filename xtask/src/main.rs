@@ -97,7 +97,8 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
-    /// redis-benchmark against redis directly and through ferrite-ambassador.
+    /// redis-benchmark against redis directly, through HAProxy and through
+    /// ferrite-ambassador.
     Ambassador {
         /// Requests per redis-benchmark run.
         #[arg(long, default_value_t = 100_000)]
@@ -125,9 +126,10 @@ enum Bench {
 /// reference implementation, wrk for benchmarks, the Docker engine for
 /// containers as stand-in machines (debootstrap builds their tree), redis
 /// (server, redis-cli, redis-benchmark) for the sidekicks' tests and
-/// benchmark, iproute2 for the bridge a private Docker engine gets in the
+/// benchmark, HAProxy as the reference proxy in that benchmark, iproute2 for the bridge a private Docker engine gets in the
 /// sidekicks' tests, sfdisk (fdisk) as the independent reader of the image
-/// builder's partition tables.
+/// builder's partition tables, xorriso, dosfstools and mtools for the
+/// config drives (ISO 9660 and vfat) ferrite-cloudinit's tests make.
 const HOST_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
@@ -136,15 +138,20 @@ const HOST_PACKAGES: &[&str] = &[
     "debootstrap",
     "redis-server",
     "redis-tools",
+    "haproxy",
     "iproute2",
     "fdisk",
+    "xorriso",
+    "dosfstools",
+    "mtools",
 ];
 
 /// Debian packages the image builder and the VM tier use: mkosi (with
 /// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
 /// verity tools that assemble the disk without mounting, QEMU with OVMF
-/// and iPXE to boot it, an SSH client to drive the guest, and strip
-/// (binutils) for the binaries that go into /usr.
+/// and iPXE to boot it, an SSH client to drive the guest, strip (binutils)
+/// for the binaries that go into /usr, and xorriso for the config drive a
+/// VM test attaches.
 pub const IMAGE_PACKAGES: &[&str] = &[
     "mkosi",
     "debootstrap",
@@ -163,6 +170,7 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "cpio",
     "zstd",
     "binutils",
+    "xorriso",
 ];
 
 fn main() -> Result<()> {

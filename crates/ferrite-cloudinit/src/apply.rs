@@ -10,8 +10,9 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use crate::command::run;
 use crate::config::User;
-use crate::plan::{FileWrite, Plan, UnitStep, SSH_KEYS_NAME};
+use crate::plan::{only_if_running, FileWrite, Plan, UnitStep, SSH_KEYS_NAME};
 use crate::substitute::merge_environment;
 
 /// An effect that failed.
@@ -36,14 +37,9 @@ pub enum ApplyError {
         /// The owner given.
         owner: String,
     },
-    /// A user tool or other command failed.
-    #[error("{command} failed: {detail}")]
-    Command {
-        /// The command line.
-        command: String,
-        /// Its exit status and output.
-        detail: String,
-    },
+    /// A user tool failed.
+    #[error(transparent)]
+    Command(#[from] crate::command::CommandError),
     /// The service manager refused something.
     #[error("{action} {unit}: {detail}")]
     Unit {
@@ -60,6 +56,11 @@ pub enum ApplyError {
         /// The user.
         user: String,
     },
+    /// The config asks for what the target cannot do (a unit it does not
+    /// have, a group it lacks, a path it cannot write); found before any
+    /// change, so nothing was changed.
+    #[error("the target cannot take this config, nothing was applied:\n{0}")]
+    Preflight(crate::validate::Report),
 }
 
 /// What needs the running system. The live implementation talks to
@@ -80,6 +81,11 @@ pub trait Machine {
     fn unit_command(&mut self, unit: &str, command: &str) -> Result<(), ApplyError>;
     /// Runs a script (already written to `path`) once; returns whether it ran.
     fn run_script(&mut self, path: &str) -> Result<bool, ApplyError>;
+    /// Whether the unit exists on the target (before this config is applied).
+    fn unit_exists(&mut self, root: &Path, unit: &str) -> Result<bool, ApplyError>;
+    /// Whether [`Machine::unit_command`] runs commands (a live machine) or
+    /// only records them (a tree offline), so units they name must exist.
+    fn runs_unit_commands(&self) -> bool;
 }
 
 /// What an apply changed, one line per change, for the log and for tests.
@@ -89,8 +95,10 @@ pub struct Outcome {
     pub changes: Vec<String>,
 }
 
-/// Applies `plan` to the system under `root` (`/` for the live machine).
+/// Applies `plan` to the system under `root` (`/` for the live machine),
+/// after [`crate::preflight::check`] has found nothing in the way.
 pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outcome, ApplyError> {
+    crate::preflight::check(plan, root, machine)?;
     let mut outcome = Outcome::default();
     let mut changed = |what: String| {
         tracing::info!("{what}");
@@ -122,9 +130,9 @@ pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outc
             }
         }
     }
-    for (user, keys) in &plan.ssh_keys {
-        for path in authorize_keys(root, user, keys)? {
-            changed(format!("SSH keys of {user} written to {path}"));
+    for ssh in &plan.ssh_keys {
+        for path in authorize_keys(root, &ssh.user, &ssh.keys)? {
+            changed(format!("SSH keys of {} written to {path}", ssh.user));
         }
     }
 
@@ -141,7 +149,7 @@ pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outc
             })
             .unwrap_or_default();
         let content = merge_update_conf(&String::from_utf8_lossy(&old), &merge.vars);
-        let file = FileWrite { path: merge.path.clone(), content: content.into_bytes(), mode: 0o644, owner: None };
+        let file = FileWrite::new(merge.path.clone(), content, 0o644);
         if write_file(root, &file)? {
             changed(format!("{} written", merge.path));
         }
@@ -151,12 +159,7 @@ pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outc
             Some(name) => name.clone(),
             None => current_hostname(root),
         };
-        let file = FileWrite {
-            path: "/etc/hosts".to_owned(),
-            content: format!("127.0.0.1 {hostname}\n").into_bytes(),
-            mode: 0o644,
-            owner: None,
-        };
+        let file = FileWrite::new("/etc/hosts", format!("127.0.0.1 {hostname}\n"), 0o644);
         if write_file(root, &file)? {
             changed("/etc/hosts written".to_owned());
         }
@@ -167,13 +170,7 @@ pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outc
         let old = String::from_utf8_lossy(&old);
         let content = merge_environment(&old, &plan.environment);
         if content != old {
-            let file = FileWrite {
-                path: "/etc/environment".to_owned(),
-                content: content.into_bytes(),
-                mode: 0o644,
-                owner: None,
-            };
-            write_file(root, &file)?;
+            write_file(root, &FileWrite::new("/etc/environment", content, 0o644))?;
             changed("/etc/environment updated".to_owned());
         }
     }
@@ -198,19 +195,14 @@ fn apply_units(
     for unit in units {
         let mut files_changed = false;
         if let Some(content) = &unit.content {
-            let file = FileWrite { path: unit.path(), content: content.clone().into_bytes(), mode: 0o644, owner: None };
+            let file = FileWrite::new(unit.path(), content.clone(), 0o644);
             if write_file(root, &file)? {
                 changed(format!("unit {} written", file.path));
                 files_changed = true;
             }
         }
         for (name, content) in &unit.drop_ins {
-            let file = FileWrite {
-                path: unit.drop_in_path(name),
-                content: content.clone().into_bytes(),
-                mode: 0o644,
-                owner: None,
-            };
+            let file = FileWrite::new(unit.drop_in_path(name), content.clone(), 0o644);
             if write_file(root, &file)? {
                 changed(format!("drop-in {} written", file.path));
                 files_changed = true;
@@ -243,6 +235,10 @@ fn apply_units(
         machine.unit_command("systemd-networkd.service", "restart")?;
     }
     for (unit, command) in commands {
+        if only_if_running(&command) && machine.runs_unit_commands() && !machine.unit_exists(root, &unit)? {
+            tracing::info!("{command} {unit}: no such unit, so not running; nothing to do");
+            continue;
+        }
         machine.unit_command(&unit, &command)?;
     }
     Ok(())
@@ -262,9 +258,9 @@ fn run_script_once(
         return Ok(());
     }
     let path = format!("{dir}/{digest}");
-    write_file(root, &FileWrite { path: path.clone(), content: script.to_vec(), mode: 0o700, owner: None })?;
+    write_file(root, &FileWrite::new(path.clone(), script, 0o700))?;
     if machine.run_script(&path)? {
-        write_file(root, &FileWrite { path: done, content: Vec::new(), mode: 0o644, owner: None })?;
+        write_file(root, &FileWrite::new(done, Vec::new(), 0o644))?;
         changed(format!("script {path} ran"));
     }
     Ok(())
@@ -431,10 +427,8 @@ fn authorize_keys(root: &Path, user: &str, keys: &[String]) -> Result<Vec<String
         content.push('\n');
     }
     let ours = FileWrite {
-        path: format!("{ssh}/authorized_keys.d/{SSH_KEYS_NAME}"),
-        content: content.into_bytes(),
-        mode: 0o600,
         owner: owner.clone(),
+        ..FileWrite::new(format!("{ssh}/authorized_keys.d/{SSH_KEYS_NAME}"), content, 0o600)
     };
     if write_file(root, &ours)? {
         changed.push(ours.path.clone());
@@ -451,7 +445,7 @@ fn authorize_keys(root: &Path, user: &str, keys: &[String]) -> Result<Vec<String
     for name in names {
         all.extend(fs::read(dir.join(&name)).map_err(io("cannot read", &dir.join(&name)))?);
     }
-    let combined = FileWrite { path: format!("{ssh}/authorized_keys"), content: all, mode: 0o600, owner };
+    let combined = FileWrite { owner, ..FileWrite::new(format!("{ssh}/authorized_keys"), all, 0o600) };
     if write_file(root, &combined)? {
         changed.push(combined.path.clone());
     }
@@ -520,6 +514,20 @@ pub fn install_section(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
 pub const UNIT_PATHS: &[&str] =
     &["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
 
+/// Where `unit`'s file is under `root` (absolute on the target), searching
+/// systemd's unit paths in order.
+pub fn unit_file(root: &Path, unit: &str) -> Option<String> {
+    UNIT_PATHS.iter().map(|dir| format!("{dir}/{unit}")).find(|p| fs::symlink_metadata(target(root, p)).is_ok())
+}
+
+/// The template an instance is made from: `getty@tty1.service` →
+/// `getty@.service`.
+pub fn template_of(unit: &str) -> Option<String> {
+    let (prefix, rest) = unit.split_once('@')?;
+    let (instance, suffix) = rest.rsplit_once('.')?;
+    (!instance.is_empty()).then(|| format!("{prefix}@.{suffix}"))
+}
+
 /// Applies to a tree offline (`--root`), like `systemctl --root`: enabling
 /// makes the `[Install]` symlinks, the hostname goes to `/etc/hostname`,
 /// users are added with `useradd --prefix`; the service manager is not
@@ -533,23 +541,17 @@ pub struct Offline {
 
 impl Machine for Offline {
     fn set_hostname(&mut self, root: &Path, name: &str) -> Result<bool, ApplyError> {
-        let file = FileWrite {
-            path: "/etc/hostname".to_owned(),
-            content: format!("{name}\n").into_bytes(),
-            mode: 0o644,
-            owner: None,
-        };
-        write_file(root, &file)
+        write_file(root, &FileWrite::new("/etc/hostname", format!("{name}\n"), 0o644))
     }
 
     fn create_user(&mut self, root: &Path, user: &User) -> Result<(), ApplyError> {
         let mut args = useradd_args(user);
         args.splice(0..0, ["--prefix".to_owned(), root.display().to_string()]);
-        run("useradd", &args)
+        Ok(run("useradd", &args)?)
     }
 
     fn set_password(&mut self, root: &Path, name: &str, hash: &str) -> Result<(), ApplyError> {
-        run(
+        Ok(run(
             "usermod",
             &[
                 "--prefix".to_owned(),
@@ -558,12 +560,19 @@ impl Machine for Offline {
                 hash.to_owned(),
                 name.to_owned(),
             ],
-        )
+        )?)
+    }
+
+    fn unit_exists(&mut self, root: &Path, unit: &str) -> Result<bool, ApplyError> {
+        Ok(unit_file(root, unit).is_some() || template_of(unit).is_some_and(|t| unit_file(root, &t).is_some()))
+    }
+
+    fn runs_unit_commands(&self) -> bool {
+        false
     }
 
     fn enable_unit(&mut self, root: &Path, unit: &str, runtime: bool) -> Result<bool, ApplyError> {
-        let Some(source) = UNIT_PATHS.iter().map(|dir| format!("{dir}/{unit}")).find(|p| target(root, p).exists())
-        else {
+        let Some(source) = unit_file(root, unit) else {
             return Err(ApplyError::Unit {
                 action: "enable".to_owned(),
                 unit: unit.to_owned(),
@@ -646,23 +655,6 @@ pub fn useradd_args(user: &User) -> Vec<String> {
     }
     args.push(user.name.clone());
     args
-}
-
-/// Runs a command, turning failure into [`ApplyError::Command`].
-pub fn run(program: &str, args: &[String]) -> Result<(), ApplyError> {
-    let command = format!("{program} {}", args.join(" "));
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| ApplyError::Command { command: command.clone(), detail: e.to_string() })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(ApplyError::Command {
-            command,
-            detail: format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
-        })
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use crate::yaml::{Node, ScalarKind, Value};
 /// A cloud-config, as coreos-cloudinit understands one.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CloudConfig {
+    /// Where the top-level keys are.
+    pub lines: Lines,
     /// `hostname`.
     pub hostname: Option<String>,
     /// `ssh_authorized_keys`, for the user `core`.
@@ -43,10 +45,34 @@ pub struct CoreOs {
     pub units: Vec<Unit>,
 }
 
+/// Where an item of a list (a user, a file, a unit) and each of its keys
+/// are in the document, so what goes wrong later can name its line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lines {
+    /// The item's line.
+    pub item: usize,
+    /// Each key's line.
+    pub keys: Vec<(String, usize)>,
+}
+
+impl Lines {
+    /// The lines of a mapping node and its keys.
+    pub fn of(node: &Node) -> Lines {
+        Lines { item: node.line, keys: node.entries().iter().map(|(k, v)| (k.clone(), v.line)).collect() }
+    }
+
+    /// The line of `key` (`-` and `_` alike), or the item's when it is absent.
+    pub fn key(&self, key: &str) -> usize {
+        let key = key.replace('-', "_");
+        self.keys.iter().find(|(k, _)| *k == key).map_or(self.item, |(_, line)| *line)
+    }
+}
+
 /// `users[]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct User {
+    pub lines: Lines,
     pub name: String,
     pub passwd: Option<String>,
     pub ssh_authorized_keys: Vec<String>,
@@ -72,12 +98,15 @@ pub struct WriteFile {
     pub mode: u32,
     /// `user`, `user:group` or numeric ids, when given.
     pub owner: Option<String>,
+    /// Where it is in the document.
+    pub lines: Lines,
 }
 
 /// `coreos.units[]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct Unit {
+    pub lines: Lines,
     pub name: String,
     pub mask: bool,
     pub enable: bool,
@@ -168,6 +197,7 @@ impl CloudConfig {
         let coreos = root.get("coreos");
         let section = |name: &str| coreos.and_then(|c| c.get(name)).filter(|n| matches!(n.value, Value::Map(_)));
         let mut config = CloudConfig {
+            lines: Lines::of(root),
             hostname: text(root, "hostname"),
             ssh_authorized_keys: strings(root, "ssh_authorized_keys"),
             manage_etc_hosts: text(root, "manage_etc_hosts"),
@@ -183,6 +213,7 @@ impl CloudConfig {
         if let Some(users) = root.get("users") {
             for user in users.items().iter().filter(|u| matches!(u.value, Value::Map(_))) {
                 config.users.push(User {
+                    lines: Lines::of(user),
                     name: text(user, "name").unwrap_or_default(),
                     passwd: text(user, "passwd"),
                     ssh_authorized_keys: strings(user, "ssh_authorized_keys"),
@@ -218,6 +249,7 @@ impl CloudConfig {
                     })
                     .unwrap_or_default();
                 config.coreos.units.push(Unit {
+                    lines: Lines::of(unit),
                     name: text(unit, "name").unwrap_or_default(),
                     mask: flag(unit, "mask"),
                     enable: flag(unit, "enable"),
@@ -254,5 +286,5 @@ fn write_file(file: &Node) -> Result<WriteFile, ConfigError> {
             value: value.clone(),
         })?,
     };
-    Ok(WriteFile { path, content, mode, owner: text(file, "owner") })
+    Ok(WriteFile { path, content, mode, owner: text(file, "owner"), lines: Lines::of(file) })
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::configdrive::{self, BlockDevices, ConfigDriveError, Device, Mounted};
 use crate::substitute::Addresses;
 
 /// What a datasource knows about the machine besides its user data.
@@ -42,8 +43,17 @@ pub enum Datasource {
     ProcCmdline(PathBuf),
     /// The OEM partition's `cloud-config.yml` (the file, normally `/usr/share/oem/cloud-config.yml`).
     Oem(PathBuf),
-    /// A mounted config drive (label `config-2`): its root directory.
+    /// A config drive given by path: a mounted drive's root directory, or
+    /// the device (mounted while it is read).
     ConfigDrive(PathBuf),
+    /// The config drive found by its filesystem label (normally `config-2`),
+    /// mounted while it is read.
+    ConfigDriveLabel {
+        /// The label.
+        label: String,
+        /// Where block devices are listed.
+        devices: BlockDevices,
+    },
     /// EC2's instance metadata service, e.g. `http://169.254.169.254`.
     Ec2(String),
     /// GCE's metadata server, e.g. `http://metadata.google.internal`.
@@ -91,6 +101,7 @@ impl std::fmt::Display for Datasource {
             Datasource::ProcCmdline(p) => write!(f, "kernel command line {}", p.display()),
             Datasource::Oem(p) => write!(f, "OEM {}", p.display()),
             Datasource::ConfigDrive(p) => write!(f, "config drive {}", p.display()),
+            Datasource::ConfigDriveLabel { label, .. } => write!(f, "config drive labelled {label}"),
             Datasource::Ec2(u) => write!(f, "EC2 metadata {u}"),
             Datasource::Gce(u) => write!(f, "GCE metadata {u}"),
             Datasource::DigitalOcean(u) => write!(f, "DigitalOcean metadata {u}"),
@@ -100,13 +111,29 @@ impl std::fmt::Display for Datasource {
     }
 }
 
-/// An HTTP client with the short timeouts metadata services warrant.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
+/// An HTTP(S) client with the short timeouts metadata services warrant.
+/// HTTPS servers are checked against the system's trust store
+/// (`/etc/ssl/certs`), or the CA certificates in `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR` when those are set.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10)).build()
+}
+
+/// Whether a request failed in TLS: the server's certificate was refused
+/// or the handshake made no sense. That is not cured by waiting, unlike a
+/// refused connection. TLS errors reach us as `InvalidData` I/O errors,
+/// possibly wrapped in another I/O error.
+fn is_tls_failure(error: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => return true,
+            // An I/O error's `source` skips the error it wraps: step into it.
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 struct Ctx<'a> {
@@ -129,7 +156,14 @@ impl Ctx<'_> {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.map_err(|e| self.unavailable(format!("{url}: {e}")))?;
+        let response = request.send().await.map_err(|e| {
+            let reason = format!("{url}: {}", ferrite_daemon::error_chain(&e));
+            if is_tls_failure(&e) {
+                self.invalid(reason)
+            } else {
+                self.unavailable(reason)
+            }
+        })?;
         match response.status() {
             s if s.is_success() => {
                 Ok(Some(response.bytes().await.map_err(|e| self.unavailable(format!("{url}: {e}")))?.to_vec()))
@@ -160,6 +194,19 @@ fn ip(text: Option<&str>) -> Option<IpAddr> {
     text.and_then(|t| t.trim().parse().ok())
 }
 
+/// An interface's own IPv6 address (EC2's and GCE's metadata give no
+/// other): `$private_ipv6`, and `$public_ipv6` too when it is globally
+/// routable (neither unique-local fc00::/7 nor link-local fe80::/10), since
+/// IPv6 on these clouds has no NAT.
+fn interface_ipv6(addresses: &mut Addresses, text: Option<&str>) {
+    let Some(IpAddr::V6(v6)) = ip(text.and_then(|t| t.lines().next())) else { return };
+    let local = (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80;
+    addresses.private_ipv6 = Some(IpAddr::V6(v6));
+    if !local {
+        addresses.public_ipv6 = Some(IpAddr::V6(v6));
+    }
+}
+
 fn base(url: &str) -> &str {
     url.trim_end_matches('/')
 }
@@ -184,7 +231,20 @@ impl Datasource {
                 let data = ctx.get(&url, &[]).await?.ok_or_else(|| ctx.unavailable(format!("{url}: 404 Not Found")))?;
                 Ok(Fetched { user_data: Some(data), metadata: Metadata::default() })
             }
-            Datasource::ConfigDrive(root) => config_drive(&ctx, root),
+            Datasource::ConfigDrive(path) if path.is_dir() => config_drive(&ctx, path),
+            Datasource::ConfigDrive(path) => match configdrive::device(path) {
+                Ok(device) => mounted_config_drive(&ctx, &device),
+                Err(ConfigDriveError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    Err(ctx.unavailable("no such device or directory"))
+                }
+                Err(e) => Err(ctx.invalid(ferrite_daemon::error_chain(&e))),
+            },
+            Datasource::ConfigDriveLabel { label, devices } => {
+                match devices.find(label).map_err(|e| ctx.invalid(ferrite_daemon::error_chain(&e)))? {
+                    Some(device) => mounted_config_drive(&ctx, &device),
+                    None => Err(ctx.unavailable(format!("no block device labelled {label}"))),
+                }
+            }
             Datasource::Ec2(url) => ec2(&ctx, base(url)).await,
             Datasource::Gce(url) => gce(&ctx, base(url)).await,
             Datasource::DigitalOcean(url) => digital_ocean(&ctx, base(url)).await,
@@ -232,6 +292,17 @@ fn config_drive(ctx: &Ctx<'_>, root: &std::path::Path) -> Result<Fetched, Dataso
     Ok(fetched)
 }
 
+/// Mounts a config drive, reads it and unmounts it, whether reading worked
+/// or not.
+fn mounted_config_drive(ctx: &Ctx<'_>, device: &Device) -> Result<Fetched, DatasourceError> {
+    let chain = |e: ConfigDriveError| ctx.invalid(ferrite_daemon::error_chain(&e));
+    let mounted = Mounted::mount(device).map_err(chain)?;
+    tracing::info!("{} ({}) mounted on {}", device.path.display(), device.fs_type.name(), mounted.path().display());
+    let fetched = config_drive(ctx, mounted.path());
+    mounted.unmount().map_err(chain)?;
+    fetched
+}
+
 async fn ec2(ctx: &Ctx<'_>, base: &str) -> Result<Fetched, DatasourceError> {
     // IMDSv2: a session token from a PUT; a service that refuses the PUT
     // (404, 403, 405) speaks only v1, so ask without a token.
@@ -255,6 +326,7 @@ async fn ec2(ctx: &Ctx<'_>, base: &str) -> Result<Fetched, DatasourceError> {
         Metadata { hostname: ctx.get_text(&format!("{meta}/hostname"), &headers).await?, ..Metadata::default() };
     metadata.addresses.private_ipv4 = ip(ctx.get_text(&format!("{meta}/local-ipv4"), &headers).await?.as_deref());
     metadata.addresses.public_ipv4 = ip(ctx.get_text(&format!("{meta}/public-ipv4"), &headers).await?.as_deref());
+    interface_ipv6(&mut metadata.addresses, ctx.get_text(&format!("{meta}/ipv6"), &headers).await?.as_deref());
     if let Some(list) = ctx.get_text(&format!("{meta}/public-keys"), &headers).await? {
         for line in list.lines() {
             let Some((index, _)) = line.split_once('=') else { continue };
@@ -278,6 +350,8 @@ async fn gce(ctx: &Ctx<'_>, base: &str) -> Result<Fetched, DatasourceError> {
         .get_text(&format!("{v1}/instance/network-interfaces/0/access-configs/0/external-ip"), &headers)
         .await?
         .as_deref());
+    let ipv6s = ctx.get_text(&format!("{v1}/instance/network-interfaces/0/ipv6s"), &headers).await?;
+    interface_ipv6(&mut metadata.addresses, ipv6s.as_deref());
     for scope in ["project", "instance"] {
         if let Some(keys) = ctx.get_text(&format!("{v1}/{scope}/attributes/ssh-keys"), &headers).await? {
             // "user:ssh-rsa AAAA... comment" per line.
@@ -337,28 +411,40 @@ async fn openstack(ctx: &Ctx<'_>, base: &str) -> Result<Fetched, DatasourceError
 
 /// Polls `sources` in order, again and again with growing pauses (100 ms
 /// doubling to 5 s), until one answers or `timeout` has passed; the first
-/// that answers wins. A source whose answer is invalid is reported and
-/// skipped.
+/// that answers wins. A source whose answer is invalid (an untrusted
+/// certificate, a drive that does not mount, metadata that is not JSON) is
+/// reported and not asked again; when no source answers, the first such
+/// error is returned, and `Ok(None)` means no source was there at all.
 pub async fn first_available(
     sources: &[Datasource],
     timeout: Duration,
     client: &reqwest::Client,
-) -> Option<(Datasource, Fetched)> {
+) -> Result<Option<(Datasource, Fetched)>, DatasourceError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(100);
+    let mut invalid: Vec<(usize, DatasourceError)> = Vec::new();
+    let first_error =
+        |invalid: Vec<(usize, DatasourceError)>| invalid.into_iter().next().map_or(Ok(None), |(_, e)| Err(e));
     loop {
-        for source in sources {
+        for (i, source) in sources.iter().enumerate() {
+            if invalid.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
             match tokio::time::timeout_at(deadline, source.fetch(client)).await {
                 Ok(Ok(fetched)) => {
                     tracing::info!("user data from {source}");
-                    return Some((source.clone(), fetched));
+                    return Ok(Some((source.clone(), fetched)));
                 }
-                Ok(Err(e)) => tracing::debug!("{e}"),
-                Err(_) => return None,
+                Ok(Err(e @ DatasourceError::Unavailable { .. })) => tracing::debug!("{e}"),
+                Ok(Err(e)) => {
+                    tracing::error!("{e}");
+                    invalid.push((i, e));
+                }
+                Err(_) => return first_error(invalid),
             }
         }
-        if tokio::time::Instant::now() + pause > deadline {
-            return None;
+        if invalid.len() == sources.len() || tokio::time::Instant::now() + pause > deadline {
+            return first_error(invalid);
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));

@@ -8,11 +8,14 @@
 //! on a tree with `--root`). [`prepare`] does everything up to the plan.
 
 pub mod apply;
+pub mod command;
 pub mod config;
+pub mod configdrive;
 pub mod datasource;
 pub mod decode;
 pub mod live;
 pub mod plan;
+pub mod preflight;
 pub mod schema;
 pub mod substitute;
 pub mod userdata;

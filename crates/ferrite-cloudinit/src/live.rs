@@ -6,7 +6,8 @@ use std::path::Path;
 
 use ferrite_systemd::{Systemd, UnitCommand};
 
-use crate::apply::{run, useradd_args, ApplyError, Machine};
+use crate::apply::{useradd_args, ApplyError, Machine};
+use crate::command::run;
 use crate::config::User;
 
 /// The live machine.
@@ -60,11 +61,11 @@ impl Machine for Live {
     }
 
     fn create_user(&mut self, _root: &Path, user: &User) -> Result<(), ApplyError> {
-        run("useradd", &useradd_args(user))
+        Ok(run("useradd", &useradd_args(user))?)
     }
 
     fn set_password(&mut self, _root: &Path, name: &str, hash: &str) -> Result<(), ApplyError> {
-        run("usermod", &["--password".to_owned(), hash.to_owned(), name.to_owned()])
+        Ok(run("usermod", &["--password", hash, name])?)
     }
 
     fn enable_unit(&mut self, _root: &Path, unit: &str, runtime: bool) -> Result<bool, ApplyError> {
@@ -89,6 +90,15 @@ impl Machine for Live {
         } else {
             self.block_on(async |s| s.run(parsed, unit).await).map_err(|e| unit_error(command, unit, e))
         }
+    }
+
+    fn unit_exists(&mut self, _root: &Path, unit: &str) -> Result<bool, ApplyError> {
+        let state = self.block_on(async |s| s.state(unit).await).map_err(|e| unit_error("look up", unit, e))?;
+        Ok(state.load != "not-found")
+    }
+
+    fn runs_unit_commands(&self) -> bool {
+        true
     }
 
     fn run_script(&mut self, path: &str) -> Result<bool, ApplyError> {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferrite_cloudinit::apply::ApplyError;
+use ferrite_cloudinit::configdrive;
 use ferrite_cloudinit::datasource::{self, Datasource};
 use ferrite_cloudinit::substitute::Addresses;
 
@@ -47,8 +49,12 @@ struct ApplyArgs {
     /// Read the OEM partition's cloud-config.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = datasource::OEM_PATH)]
     from_oem: Option<PathBuf>,
-    /// Read a mounted config drive (openstack/latest/user_data and meta_data.json).
-    #[arg(long, value_name = "DIR")]
+    /// Read a config drive (openstack/latest/user_data and meta_data.json):
+    /// without a value, the block device labelled config-2 (through udev's
+    /// link, or found by reading labels when there is none yet); with one, a
+    /// mounted drive's directory or a device. Devices are mounted read-only
+    /// while they are read.
+    #[arg(long, value_name = "DIR|DEVICE", num_args = 0..=1, default_missing_value = configdrive::BY_LABEL)]
     from_configdrive: Option<PathBuf>,
     /// Read QEMU's fw_cfg entry opt/org.ferrite/user-data.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = datasource::FW_CFG_PATH)]
@@ -98,7 +104,16 @@ impl ApplyArgs {
         sources.extend(self.from_file.clone().map(Datasource::File));
         sources.extend(self.from_url.clone().map(Datasource::Url));
         sources.extend(self.from_proc_cmdline.clone().map(Datasource::ProcCmdline));
-        sources.extend(self.from_configdrive.clone().map(Datasource::ConfigDrive));
+        sources.extend(self.from_configdrive.clone().map(|path| {
+            if path.as_os_str() == configdrive::BY_LABEL {
+                Datasource::ConfigDriveLabel {
+                    label: configdrive::LABEL.to_owned(),
+                    devices: configdrive::BlockDevices::default(),
+                }
+            } else {
+                Datasource::ConfigDrive(path)
+            }
+        }));
         sources.extend(self.from_qemu_fw_cfg.clone().map(Datasource::FwCfg));
         sources.extend(self.from_ec2_metadata.clone().map(Datasource::Ec2));
         sources.extend(self.from_gce_metadata.clone().map(Datasource::Gce));
@@ -116,12 +131,10 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!sources.is_empty(), "no datasource given (--from-file, --from-url, ...)");
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
-    let found = runtime.block_on(datasource::first_available(
-        &sources,
-        Duration::from_secs(args.timeout),
-        &datasource::client(),
-    ));
+    let client = datasource::client().context("cannot set up the HTTP client")?;
+    let found = runtime.block_on(datasource::first_available(&sources, Duration::from_secs(args.timeout), &client));
     drop(runtime);
+    let found = found.context("no user data")?;
     let Some((source, fetched)) = found else {
         tracing::warn!("no datasource answered within {} s; nothing to apply", args.timeout);
         return Ok(ExitCode::SUCCESS);
@@ -148,7 +161,7 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let outcome = match &args.root {
         Some(root) => {
             let mut machine = ferrite_cloudinit::apply::Offline::default();
-            let outcome = ferrite_cloudinit::apply::apply(&plan, root, &mut machine)?;
+            let outcome = ferrite_cloudinit::apply::apply(&plan, root, &mut machine);
             for skipped in &machine.skipped {
                 tracing::info!("offline, skipped: {skipped}");
             }
@@ -156,10 +169,18 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             let mut machine = ferrite_cloudinit::live::Live::connect(args.no_block)?;
-            ferrite_cloudinit::apply::apply(&plan, std::path::Path::new("/"), &mut machine)?
+            ferrite_cloudinit::apply::apply(&plan, std::path::Path::new("/"), &mut machine)
         }
     };
-    tracing::info!("{} changes", outcome.changes.len());
+    match outcome {
+        Ok(outcome) => tracing::info!("{} changes", outcome.changes.len()),
+        Err(ApplyError::Preflight(problems)) => {
+            print!("{problems}");
+            eprintln!("ferrite-cloudinit: the target cannot take the user data from {source}, nothing applied");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -190,5 +211,43 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => ferrite_daemon::exit("ferrite-cloudinit", Err(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(argv: &[&str]) -> Vec<Datasource> {
+        let args = Args::try_parse_from([&["ferrite-cloudinit", "apply"], argv].concat()).unwrap();
+        let Command::Apply(apply) = args.command else { panic!("not apply") };
+        apply.sources()
+    }
+
+    #[test]
+    fn a_bare_from_configdrive_finds_the_drive_by_its_label() {
+        let by_label = Datasource::ConfigDriveLabel {
+            label: configdrive::LABEL.to_owned(),
+            devices: configdrive::BlockDevices::default(),
+        };
+        assert_eq!(sources(&["--from-configdrive", "--from-oem"])[0], by_label);
+        assert_eq!(sources(&["--from-configdrive"]), [by_label]);
+        assert_eq!(
+            sources(&["--from-configdrive=/media/configdrive"]),
+            [Datasource::ConfigDrive("/media/configdrive".into())]
+        );
+    }
+
+    #[test]
+    fn the_boot_units_command_lines_parse() {
+        for unit in ["ferrite-cloudinit.service", "ferrite-cloudinit-network.service"] {
+            let path = format!("{}/../../os-config/usr/lib/systemd/system/{unit}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+            let argv: Vec<&str> = exec.split_whitespace().collect();
+            let args = Args::try_parse_from(&argv).unwrap_or_else(|e| panic!("{unit}: {e}"));
+            let Command::Apply(apply) = args.command else { panic!("{unit}: not apply") };
+            assert!(!apply.sources().is_empty(), "{unit}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! without touching the machine, so every key's effect is unit-tested.
 //! [`crate::apply`] carries a plan out.
 
-use crate::config::{CloudConfig, Unit, User};
+use crate::config::{CloudConfig, Lines, Unit, User};
 use crate::substitute::Addresses;
 
 /// Ferrite's store (etcd's place): `coreos.etcd`/`etcd2` land in its drop-in.
@@ -31,6 +31,27 @@ pub struct FileWrite {
     pub mode: u32,
     /// `user[:group]` (names or ids), when not the writer's.
     pub owner: Option<String>,
+    /// Where the user data asks for it; `None` for files Ferrite writes.
+    pub origin: Option<Lines>,
+}
+
+impl FileWrite {
+    /// A file of Ferrite's own (no owner, not from the user data).
+    pub fn new(path: impl Into<String>, content: impl Into<Vec<u8>>, mode: u32) -> FileWrite {
+        FileWrite { path: path.into(), content: content.into(), mode, owner: None, origin: None }
+    }
+}
+
+/// SSH keys to authorize for a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKeys {
+    /// The user.
+    pub user: String,
+    /// The keys.
+    pub keys: Vec<String>,
+    /// The line of the `ssh_authorized_keys` that gives them; `None` for
+    /// keys from metadata.
+    pub line: Option<usize>,
 }
 
 /// A file whose `KEY=value` lines are merged rather than replaced.
@@ -62,6 +83,8 @@ pub struct UnitStep {
     pub enable: bool,
     /// The manager command to run on it afterwards.
     pub command: Option<String>,
+    /// Where the user data asks for it; `None` for Ferrite's own steps.
+    pub origin: Option<Lines>,
 }
 
 impl UnitStep {
@@ -87,6 +110,14 @@ impl UnitStep {
     }
 }
 
+/// Whether a unit command does something only to a running unit
+/// (`try-restart`, `reload-or-try-restart`): on a unit that does not exist
+/// it has nothing to do, so it is skipped rather than sent to systemd,
+/// which would answer NoSuchUnit.
+pub fn only_if_running(command: &str) -> bool {
+    matches!(command, "try-restart" | "reload-or-try-restart")
+}
+
 /// Whether `name` is a networkd unit.
 pub fn is_network_unit(name: &str) -> bool {
     matches!(name.rsplit_once('.').map(|(_, ext)| ext), Some("network" | "netdev" | "link"))
@@ -100,7 +131,7 @@ pub struct Plan {
     /// Users to create (or, when they exist, whose password to set).
     pub users: Vec<User>,
     /// SSH keys to authorize: (user, keys).
-    pub ssh_keys: Vec<(String, Vec<String>)>,
+    pub ssh_keys: Vec<SshKeys>,
     /// Files to write, in order.
     pub files: Vec<FileWrite>,
     /// `update.conf`-style merges.
@@ -134,6 +165,7 @@ fn daemon_settings(name: &str, vars: &[(&'static str, String)]) -> UnitStep {
         mask: Some(false),
         enable: false,
         command: None,
+        origin: None,
     }
 }
 
@@ -157,6 +189,7 @@ fn unit_step(unit: &Unit) -> UnitStep {
         },
         enable: unit.enable && !is_network_unit(&unit.name),
         command: unit.command.clone(),
+        origin: Some(unit.lines.clone()),
     }
 }
 
@@ -170,11 +203,19 @@ pub fn plan(config: &CloudConfig, addresses: &Addresses) -> Plan {
         }
         plan.users.push(user.clone());
         if !user.ssh_authorized_keys.is_empty() {
-            plan.ssh_keys.push((user.name.clone(), user.ssh_authorized_keys.clone()));
+            plan.ssh_keys.push(SshKeys {
+                user: user.name.clone(),
+                keys: user.ssh_authorized_keys.clone(),
+                line: Some(user.lines.key("ssh_authorized_keys")),
+            });
         }
     }
     if !config.ssh_authorized_keys.is_empty() {
-        plan.ssh_keys.push(("core".to_owned(), config.ssh_authorized_keys.clone()));
+        plan.ssh_keys.push(SshKeys {
+            user: "core".to_owned(),
+            keys: config.ssh_authorized_keys.clone(),
+            line: Some(config.lines.key("ssh_authorized_keys")),
+        });
     }
     for file in &config.write_files {
         plan.files.push(FileWrite {
@@ -182,6 +223,7 @@ pub fn plan(config: &CloudConfig, addresses: &Addresses) -> Plan {
             content: file.content.clone(),
             mode: file.mode,
             owner: file.owner.clone(),
+            origin: Some(file.lines.clone()),
         });
     }
     let coreos = &config.coreos;
@@ -194,12 +236,7 @@ pub fn plan(config: &CloudConfig, addresses: &Addresses) -> Plan {
             get("HOME_URL"),
             get("BUG_REPORT_URL"),
         );
-        plan.files.push(FileWrite {
-            path: "/etc/oem-release".to_owned(),
-            content: content.into_bytes(),
-            mode: 0o644,
-            owner: None,
-        });
+        plan.files.push(FileWrite::new("/etc/oem-release", content, 0o644));
     }
     if !coreos.update.is_empty() {
         plan.merges.push(Merge {
@@ -238,6 +275,7 @@ pub fn plan(config: &CloudConfig, addresses: &Addresses) -> Plan {
             mask: None,
             enable: false,
             command: Some("try-restart".to_owned()),
+            origin: None,
         });
     }
     if coreos.flannel {
@@ -253,15 +291,19 @@ pub fn add_metadata(plan: &mut Plan, metadata: &crate::datasource::Metadata) {
         plan.hostname.clone_from(&metadata.hostname);
     }
     if !metadata.ssh_public_keys.is_empty() {
-        match plan.ssh_keys.iter_mut().find(|(user, _)| user == "core") {
-            Some((_, keys)) => {
+        match plan.ssh_keys.iter_mut().find(|k| k.user == "core") {
+            Some(core) => {
                 for key in &metadata.ssh_public_keys {
-                    if !keys.contains(key) {
-                        keys.push(key.clone());
+                    if !core.keys.contains(key) {
+                        core.keys.push(key.clone());
                     }
                 }
             }
-            None => plan.ssh_keys.push(("core".to_owned(), metadata.ssh_public_keys.clone())),
+            None => plan.ssh_keys.push(SshKeys {
+                user: "core".to_owned(),
+                keys: metadata.ssh_public_keys.clone(),
+                line: None,
+            }),
         }
     }
 }
@@ -335,10 +377,8 @@ mod tests {
             "#cloud-config\nssh_authorized_keys: [k1]\nusers:\n  - name: bob\n    ssh-authorized-keys: [k2]\n  - gecos: nameless\nwrite_files:\n  - path: /etc/x\n    permissions: 0600\n    content: hi\nmanage_etc_hosts: localhost\ncoreos:\n  oem:\n    id: qemu\n    name: QEMU\n",
         );
         assert_eq!(plan.users.len(), 1);
-        assert_eq!(
-            plan.ssh_keys,
-            [("bob".to_owned(), vec!["k2".to_owned()]), ("core".to_owned(), vec!["k1".to_owned()])]
-        );
+        let keys: Vec<_> = plan.ssh_keys.iter().map(|k| (k.user.as_str(), k.keys.join(","), k.line)).collect();
+        assert_eq!(keys, [("bob", "k2".to_owned(), Some(5)), ("core", "k1".to_owned(), Some(2))]);
         assert_eq!(plan.files[0].mode, 0o600);
         assert_eq!(plan.files[1].path, "/etc/oem-release");
         assert_eq!(
@@ -358,7 +398,11 @@ mod tests {
         };
         add_metadata(&mut plan, &metadata);
         assert_eq!(plan.hostname.as_deref(), Some("from-metadata"));
-        assert_eq!(plan.ssh_keys, [("core".to_owned(), vec!["k1".to_owned(), "k2".to_owned()])]);
+        assert_eq!(plan.ssh_keys.len(), 1);
+        assert_eq!(
+            (plan.ssh_keys[0].user.as_str(), &plan.ssh_keys[0].keys[..]),
+            ("core", &["k1".to_owned(), "k2".to_owned()][..])
+        );
         let mut named = plan_of("#cloud-config\nhostname: mine\n");
         add_metadata(&mut named, &metadata);
         assert_eq!(named.hostname.as_deref(), Some("mine"), "the config's hostname wins");

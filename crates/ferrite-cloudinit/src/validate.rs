@@ -60,7 +60,7 @@ impl Report {
         self.entries.push(Entry { severity, message: message.into(), line });
     }
 
-    fn error(&mut self, line: usize, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, line: usize, message: impl Into<String>) {
         self.push(Severity::Error, line, message);
     }
 
@@ -324,6 +324,16 @@ mod tests {
         assert!(validate(b"#!/bin/bash\necho hey").entries.is_empty());
         assert_eq!(validate(b"{}").to_string(), "line 1: error: must be \"#cloud-config\" or begin with \"#!\"\n");
         assert_eq!(validate(br#"{"ignitionVersion":1}"#).entries[0].severity, Severity::Warning);
+    }
+
+    /// coreos-cloudinit's own cases (config/validate/validate_test.go,
+    /// TestParseCloudConfig): go-yaml's words and line. Its third case, a
+    /// lone tab, is one yaml-rust2 accepts (see `yaml::go_yaml_error`).
+    #[test]
+    fn yaml_syntax_errors_read_as_coreos_cloudinit_reports_them() {
+        let report = |text: &str| validate_cloud_config(text).0.to_string();
+        assert_eq!(report("a:\na"), "line 2: error: could not find expected ':'\n");
+        assert_eq!(report("#hello\na:\na"), "line 3: error: could not find expected ':'\n");
     }
 
     #[test]

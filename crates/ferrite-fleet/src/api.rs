@@ -86,9 +86,32 @@ fn page_query(raw: Option<&str>) -> PageQuery {
     query
 }
 
-fn token(query: &PageQuery, page_size: u16) -> Result<PageToken, crate::page::PageTokenError> {
+/// A request refused before it is served, with fleet's answer.
+struct Refused(StatusCode, String);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+/// The query and page token of a GET on a paged collection.
+fn paged_get(method: &Method, uri: &axum::http::Uri, page_size: u16) -> Result<(PageQuery, PageToken), Refused> {
+    only_get(method)?;
+    let query = page_query(uri.query());
     let values: Vec<&str> = query.token.iter().map(String::as_str).collect();
-    PageToken::from_query(&values, page_size)
+    match PageToken::from_query(&values, page_size) {
+        Ok(token) => Ok((query, token)),
+        Err(e) => Err(Refused(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+fn only_get(method: &Method) -> Result<(), Refused> {
+    if *method == Method::GET {
+        Ok(())
+    } else {
+        Err(Refused(StatusCode::METHOD_NOT_ALLOWED, "only GET supported against this resource".into()))
+    }
 }
 
 /// A job as the API shows it; `states` finds the state its target reports.
@@ -142,13 +165,9 @@ fn api_state(state: &UnitStateRecord) -> UnitState {
 }
 
 async fn units(State(api): State<Api>, method: Method, uri: axum::http::Uri) -> Response {
-    if method != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET supported against this resource");
-    }
-    let query = page_query(uri.query());
-    let token = match token(&query, api.page_size) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    let (_, token) = match paged_get(&method, &uri, api.page_size) {
+        Ok(paged) => paged,
+        Err(refused) => return refused.into_response(),
     };
     let (jobs, states) = match tokio::try_join!(api.registry.jobs(), api.registry.unit_states()) {
         Ok(both) => both,
@@ -263,13 +282,9 @@ async fn create(api: &Api, name: &str, file: &crate::unit_file::UnitFile, desire
 }
 
 async fn states(State(api): State<Api>, method: Method, uri: axum::http::Uri) -> Response {
-    if method != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET supported against this resource");
-    }
-    let query = page_query(uri.query());
-    let token = match token(&query, api.page_size) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    let (query, token) = match paged_get(&method, &uri, api.page_size) {
+        Ok(paged) => paged,
+        Err(refused) => return refused.into_response(),
     };
     let all = match api.registry.unit_states().await {
         Ok(states) => states,
@@ -287,8 +302,8 @@ async fn states(State(api): State<Api>, method: Method, uri: axum::http::Uri) ->
 }
 
 async fn state(State(api): State<Api>, Path(name): Path<String>, method: Method) -> Response {
-    if method != Method::GET {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "only GET supported against this resource");
+    if let Err(refused) = only_get(&method) {
+        return refused.into_response();
     }
     match api.registry.unit_states().await {
         Ok(states) => match states.iter().find(|s| s.name == name) {
@@ -319,10 +334,9 @@ struct PatchValue {
 async fn machines(State(api): State<Api>, method: Method, uri: axum::http::Uri, body: Bytes) -> Response {
     match method {
         Method::GET => {
-            let query = page_query(uri.query());
-            let token = match token(&query, api.page_size) {
-                Ok(t) => t,
-                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            let (_, token) = match paged_get(&method, &uri, api.page_size) {
+                Ok(paged) => paged,
+                Err(refused) => return refused.into_response(),
             };
             let all: Vec<Machine> = match api.registry.machines().await {
                 Ok(machines) => machines

@@ -13,11 +13,15 @@
 //!   metrics) and the peer API.
 //! - [`config`]: etcd's flags and `ETCD_*` environment, validated.
 
+pub mod batch;
 pub mod config;
+pub mod forwarder;
 pub mod http;
 pub mod ids;
 pub mod node;
 pub mod proposer;
 pub mod raft;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod v2store;

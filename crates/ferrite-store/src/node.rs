@@ -12,6 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
+use crate::forwarder::{Forward, Forwarder};
 use crate::proposer::Proposer;
 use crate::raft::network::{call, Encoding, PeerStats};
 use crate::raft::state_machine::SharedState;
@@ -86,6 +87,7 @@ pub struct Node {
     pub removed: tokio::sync::Notify,
     http: reqwest::Client,
     proposer: Proposer,
+    forwarder: Forwarder,
 }
 
 impl std::fmt::Debug for Node {
@@ -125,6 +127,7 @@ impl Node {
             .build()
             .unwrap_or_default();
         let proposer = Proposer::spawn(raft.clone());
+        let forwarder = Forwarder::spawn(http.clone());
         Arc::new(Node {
             id,
             name,
@@ -140,6 +143,7 @@ impl Node {
             removed: tokio::sync::Notify::new(),
             http,
             proposer,
+            forwarder,
         })
     }
 
@@ -248,10 +252,8 @@ impl Node {
                 }
             } else if let Some(url) = self.leader_peer_url(leader) {
                 self.counters.proposals_forwarded.fetch_add(1, Ordering::Relaxed);
-                let left = deadline.saturating_duration_since(Instant::now());
-                let answer: Result<Result<Proposed, NodeError>, _> =
-                    call(&self.http, leader, &url, "/raft/propose", &request, left, Encoding::Json).await;
-                match answer {
+                let forward = Forward { leader, peer_url: url, request: request.clone(), deadline };
+                match self.forwarder.forward(forward).await {
                     Ok(Ok(proposed)) => {
                         self.wait_applied(proposed.log_index, deadline).await?;
                         return Ok(proposed);
@@ -281,12 +283,16 @@ impl Node {
         self.proposer.propose(request).await
     }
 
-    /// Serves a forwarded proposal on the leader.
-    pub async fn propose_forwarded(&self, request: Request) -> Result<Proposed, NodeError> {
-        match self.propose_local(request).await {
-            Ok(result) => result,
-            Err(NotLeader) => Err(NodeError::LeaderChanged),
-        }
+    /// Serves proposals a follower forwarded, in their order: all are
+    /// queued at once, so they usually share a log entry.
+    pub async fn propose_forwarded(&self, requests: Vec<Request>) -> Vec<Result<Proposed, NodeError>> {
+        let proposals = requests.into_iter().map(|request| async move {
+            match self.propose_local(request).await {
+                Ok(result) => result,
+                Err(NotLeader) => Err(NodeError::LeaderChanged),
+            }
+        });
+        futures::future::join_all(proposals).await
     }
 
     /// Makes the next local read linearizable: it will see every write

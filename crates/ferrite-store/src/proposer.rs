@@ -17,11 +17,9 @@
 //! is fsynced on a quorum and committed before any of them is answered,
 //! and all of them are applied (in order) before the answers go out.
 
-use std::sync::Arc;
-
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::batch::{answer_all, Batcher, Completion, Pending};
 use crate::node::{NodeError, NotLeader, Proposed};
 use crate::raft::types::{Raft, Request, Response};
 
@@ -37,108 +35,70 @@ const MAX_BATCH: usize = 256;
 /// What a proposal came to: `Err(NotLeader)` means nothing was proposed.
 pub type Outcome = Result<Result<Proposed, NodeError>, NotLeader>;
 
-struct Pending {
-    request: Request,
-    reply: oneshot::Sender<Outcome>,
-}
-
 /// The queue in front of `Raft::client_write`. Cheap to share.
 #[derive(Debug)]
 pub struct Proposer {
-    tx: mpsc::UnboundedSender<Pending>,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("request", &self.request).finish_non_exhaustive()
-    }
+    queue: Batcher<Request, Outcome>,
 }
 
 impl Proposer {
     /// Starts the proposer's task; it ends when the proposer is dropped.
     pub fn spawn(raft: Raft) -> Proposer {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, rx));
-        Proposer { tx }
+        let queue = Batcher::spawn(MAX_IN_FLIGHT, MAX_BATCH, move |batch| submit(raft.clone(), batch));
+        Proposer { queue }
     }
 
     /// Proposes `request` and waits until it is committed and applied here.
     pub async fn propose(&self, request: Request) -> Outcome {
-        let (reply, rx) = oneshot::channel();
-        if self.tx.send(Pending { request, reply }).is_err() {
-            return Ok(Err(NodeError::Stopped("the proposer stopped".into())));
-        }
-        rx.await.unwrap_or_else(|_| Ok(Err(NodeError::Stopped("the proposer stopped".into()))))
+        self.queue.submit(request).await.unwrap_or_else(|| Ok(Err(NodeError::Stopped("the proposer stopped".into()))))
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    loop {
-        // Take a slot before looking at the queue: while every slot is
-        // taken, writes pile up there and make the next batch.
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
-        let Some(first) = rx.recv().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(pending) => batch.push(pending),
-                Err(_) => break,
-            }
+/// Submits one batch to raft as one entry (a lone write as itself), in
+/// queue order; what is left is waiting for it to be applied.
+async fn submit(raft: Raft, batch: Vec<Pending<Request, Outcome>>) -> Completion {
+    let (requests, replies): (Vec<Request>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let (request, batched) = match <[Request; 1]>::try_from(requests) {
+        Ok([one]) => (one, false),
+        Err(requests) => (Request::Batch(requests), true),
+    };
+    let answer = match raft.client_write_ff(request).await {
+        Ok(answer) => answer,
+        Err(fatal) => {
+            let reason = fatal.to_string();
+            answer_all(replies, || Ok(Err(NodeError::Stopped(reason.clone()))));
+            return Box::pin(async {});
         }
-        // Dropped callers (clients that went away) need no entry.
-        batch.retain(|p| !p.reply.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let (requests, replies): (Vec<Request>, Vec<oneshot::Sender<Outcome>>) =
-            batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-        // A lone write is its own entry, exactly as without the proposer.
-        let (request, batched) = match <[Request; 1]>::try_from(requests) {
-            Ok([one]) => (one, false),
-            Err(requests) => (Request::Batch(requests), true),
-        };
-        // Submitted here, in queue order; only the wait is spawned.
-        let answer = match raft.client_write_ff(request).await {
-            Ok(answer) => answer,
-            Err(fatal) => {
-                let reason = fatal.to_string();
-                answer_all(replies, || Ok(Err(NodeError::Stopped(reason.clone()))));
-                continue;
-            }
-        };
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            match answer.await {
-                Ok(Ok(written)) => {
-                    let log_index = written.log_id.index;
-                    match (written.data, batched) {
-                        (Response::Batch(responses), true) if responses.len() == replies.len() => {
-                            for (reply, response) in replies.into_iter().zip(responses) {
-                                let _ = reply.send(Ok(Ok(Proposed { response, log_index })));
-                            }
+    };
+    Box::pin(async move {
+        match answer.await {
+            Ok(Ok(written)) => {
+                let log_index = written.log_id.index;
+                match (written.data, batched) {
+                    (Response::Batch(responses), true) if responses.len() == replies.len() => {
+                        for (reply, response) in replies.into_iter().zip(responses) {
+                            let _ = reply.send(Ok(Ok(Proposed { response, log_index })));
                         }
-                        (response, false) => {
-                            answer_all(replies, || Ok(Ok(Proposed { response: response.clone(), log_index })))
-                        }
-                        (other, true) => answer_all(replies, || {
-                            Ok(Err(NodeError::Internal(format!("a batch of writes applied as {other:?}"))))
-                        }),
                     }
-                }
-                Ok(Err(ClientWriteError::ForwardToLeader(_))) => answer_all(replies, || Err(NotLeader)),
-                Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-                    answer_all(replies, || Ok(Err(NodeError::Internal(e.to_string()))))
-                }
-                // The raft core stopped before answering; say why.
-                Err(_) => {
-                    let reason = stop_reason(&raft);
-                    answer_all(replies, || Ok(Err(NodeError::Stopped(reason.clone()))));
+                    (response, false) => {
+                        answer_all(replies, || Ok(Ok(Proposed { response: response.clone(), log_index })))
+                    }
+                    (other, true) => answer_all(replies, || {
+                        Ok(Err(NodeError::Internal(format!("a batch of writes applied as {other:?}"))))
+                    }),
                 }
             }
-            drop(slot);
-        });
-    }
+            Ok(Err(ClientWriteError::ForwardToLeader(_))) => answer_all(replies, || Err(NotLeader)),
+            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                answer_all(replies, || Ok(Err(NodeError::Internal(e.to_string()))))
+            }
+            // The raft core stopped before answering; say why.
+            Err(_) => {
+                let reason = stop_reason(&raft);
+                answer_all(replies, || Ok(Err(NodeError::Stopped(reason.clone()))));
+            }
+        }
+    })
 }
 
 /// Why raft stopped, from its metrics (e.g. the failed log write).
@@ -146,12 +106,5 @@ pub(crate) fn stop_reason(raft: &Raft) -> String {
     match &raft.metrics().borrow().running_state {
         Ok(()) => "raft shut down".to_owned(),
         Err(fatal) => fatal.to_string(),
-    }
-}
-
-fn answer_all(replies: Vec<oneshot::Sender<Outcome>>, outcome: impl Fn() -> Outcome) {
-    for reply in replies {
-        // The caller may have gone away; nobody else needs the answer.
-        let _ = reply.send(outcome());
     }
 }

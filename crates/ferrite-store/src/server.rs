@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::config::{ClusterState, InitialMember, Settings};
 use crate::ids;
 use crate::node::Node;
-use crate::raft::log_store::LogStore;
+use crate::raft::log_store::{LogStore, LogStoreOptions};
 use crate::raft::network::{Faults, Network, PeerStats};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{NodeId, PeerNode, Raft};
@@ -249,8 +249,13 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         }
     };
 
-    let log_store = LogStore::open(&dir.join("raft")).map_err(StartError::Log)?;
-    let state_machine = StateMachine::open(&dir.join("sm")).map_err(StartError::StateMachine)?;
+    let log_options = LogStoreOptions { member: Some(id), ..LogStoreOptions::default() };
+    let log_store = LogStore::open_with(&dir.join("raft"), log_options).map_err(StartError::Log)?;
+    // The leader writes its log in parallel with replicating it; these two
+    // keep commitment behind its fsync (see `raft::durability`).
+    let durability = log_store.durability();
+    let state_machine =
+        StateMachine::open(&dir.join("sm")).map_err(StartError::StateMachine)?.apply_when_synced(durability.clone());
     let state = state_machine.shared();
 
     let heartbeat = u64::try_from(settings.heartbeat.as_millis()).unwrap_or(100);
@@ -277,7 +282,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     };
     let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
     let peer_stats = PeerStats::default();
-    let network = Network::new(id, embed.faults.clone(), peer_stats.clone());
+    let network = Network::new(id, embed.faults.clone(), peer_stats.clone()).commit_when_synced(durability);
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
 

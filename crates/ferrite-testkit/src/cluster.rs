@@ -123,7 +123,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// The ferrite-store binary; without it `$FERRITE_STORE_BIN` is used.
+    /// The ferrite-store binary; without it `$FERRITE_STORE_BIN` is used,
+    /// else the workspace's own build beside the test (`target/<profile>`).
     /// Tests inside the ferrite-store crate pass
     /// `env!("CARGO_BIN_EXE_ferrite-store")`.
     pub fn ferrite_bin(mut self, path: impl Into<PathBuf>) -> Self {
@@ -140,9 +141,13 @@ impl ClusterBuilder {
             }
             ServerKind::Ferrite => match self.ferrite_bin {
                 Some(path) => path,
-                None => std::env::var_os("FERRITE_STORE_BIN").map(PathBuf::from).context(
-                    "the ferrite-store binary: set $FERRITE_STORE_BIN or pass it to ClusterBuilder::ferrite_bin",
-                )?,
+                None => std::env::var_os("FERRITE_STORE_BIN")
+                    .map(PathBuf::from)
+                    .or_else(|| crate::images::built_bin("ferrite-store"))
+                    .context(
+                        "the ferrite-store binary: set $FERRITE_STORE_BIN, pass it to ClusterBuilder::ferrite_bin, \
+                         or run `cargo build --workspace --bins` first",
+                    )?,
             },
         };
         static CLUSTERS: AtomicUsize = AtomicUsize::new(0);

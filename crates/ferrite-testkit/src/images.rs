@@ -211,11 +211,15 @@ fn parse_ldd(text: &str) -> Vec<PathBuf> {
 /// The path of a binary of this workspace, built beside the running test
 /// (`target/<profile>/<name>`; the test command builds every binary first).
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
+    built_bin(name).unwrap_or_else(|| panic!("{name} is not built: run `cargo build --workspace --bins` first"))
+}
+
+/// [`workspace_bin`] if it exists.
+pub(crate) fn built_bin(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
-    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").join(name);
-    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
-    bin
+    let bin = exe.parent()?.parent()?.join(name);
+    bin.exists().then_some(bin)
 }
 
 /// `docker`, talking to `docker_host` when given.

@@ -3,7 +3,7 @@
 //!
 //! The image is a Debian 12 tree with systemd and dbus, made once with
 //! `debootstrap` (installed with apt-get when missing), cached under
-//! `target/testkit/debian12-systemd`, and `docker import`ed. Containers start
+//! `target/testkit/debian12-systemd-<version>`, and `docker import`ed. Containers start
 //! with the flags DESIGN.md gives plus `--network none`, are waited on until systemd says
 //! the system is up, and are removed on drop; when the drop happens during
 //! a failing test the container's journal is printed first.
@@ -14,9 +14,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// The image tag; bump the version when the tree's package list changes.
-pub const IMAGE: &str = "ferrite-test/debian12-systemd:1";
-const PACKAGES: &str = "systemd,systemd-sysv,dbus";
+/// The image tag; bump the version (here and in [`TREE`]) when the tree's
+/// package list changes.
+pub const IMAGE: &str = "ferrite-test/debian12-systemd:2";
+/// The cached tree's directory under [`cache_dir`], versioned as [`IMAGE`]
+/// so a tree made for an older package list is never imported.
+const TREE: &str = "debian12-systemd-2";
+/// systemd and D-Bus for PID 1, OpenSSH's server for what reaches a
+/// machine over SSH (fleetctl's status, journal and ssh).
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,openssh-server";
 const MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Where the tree is cached: `$CARGO_TARGET_DIR/testkit` or the workspace's
@@ -47,12 +53,12 @@ pub fn ensure_image() -> Result<&'static str> {
         return Ok(IMAGE);
     }
     let dir = cache_dir();
-    let tree = dir.join("debian12-systemd");
+    let tree = dir.join(TREE);
     if !tree.join("lib/systemd/systemd").exists() {
         if Command::new("debootstrap").arg("--version").output().is_err() {
             run(Command::new("apt-get").args(["install", "-y", "debootstrap"]))?;
         }
-        let partial = dir.join("debian12-systemd.partial");
+        let partial = dir.join(format!("{TREE}.partial"));
         let _ = std::fs::remove_dir_all(&partial);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         run(Command::new("debootstrap")
@@ -87,19 +93,30 @@ impl SystemdContainer {
     pub fn start() -> Result<SystemdContainer> {
         // No network: nothing here needs one, and the network rule wants
         // no traffic a test did not create.
-        SystemdContainer::start_with("none", None)
+        SystemdContainer::start_with("none", None, &[])
     }
 
     /// Starts a container on a network of the test's own, as a machine of
     /// a cluster, with the given hostname and a machine id of its own.
     pub fn start_on(network: &Network, hostname: &str) -> Result<SystemdContainer> {
-        let container = SystemdContainer::start_with(&network.name, Some(hostname))?;
+        SystemdContainer::start_on_with(network, hostname, &[])
+    }
+
+    /// As [`SystemdContainer::start_on`], with more `docker run` options
+    /// (`-v /var/run/docker.sock:/run/docker.sock` lends the machine the
+    /// host's Docker engine).
+    pub fn start_on_with(network: &Network, hostname: &str, options: &[&str]) -> Result<SystemdContainer> {
+        let container = SystemdContainer::start_with(&network.name, Some(hostname), options)?;
         // The image's tree is shared, so its machine id would be too.
-        container.sh("tr -dc 0-9a-f < /dev/urandom | head -c 32 > /etc/machine-id; echo >> /etc/machine-id")?;
+        // journald files its journal under the id it started with, and
+        // journalctl reads only the current id's journal: restarted, it
+        // files under the new one.
+        container.sh("tr -dc 0-9a-f < /dev/urandom | head -c 32 > /etc/machine-id; echo >> /etc/machine-id; \
+             systemctl restart systemd-journald")?;
         Ok(container)
     }
 
-    fn start_with(network: &str, hostname: Option<&str>) -> Result<SystemdContainer> {
+    fn start_with(network: &str, hostname: Option<&str>, options: &[&str]) -> Result<SystemdContainer> {
         let image = ensure_image()?;
         let mut command = Command::new("docker");
         if let Some(hostname) = hostname {
@@ -123,9 +140,9 @@ impl SystemdContainer {
             "/run/lock",
             "-v",
             "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-            image,
-            "/lib/systemd/systemd",
         ]);
+        command.args(options);
+        command.args([image, "/lib/systemd/systemd"]);
         let output = command.output().context("cannot run docker")?;
         // Removed on drop even when docker created it but could not start it.
         let container = SystemdContainer { id: String::from_utf8_lossy(&output.stdout).trim().to_owned() };

@@ -72,6 +72,9 @@ pub struct VmConfig {
     /// its public half can go into `cloud_config`); without one the VM
     /// makes a key pair of its own.
     pub ssh_key: Option<PathBuf>,
+    /// Raw images attached read-only as further virtio disks, after the
+    /// boot disk (a config drive, say).
+    pub drives: Vec<PathBuf>,
 }
 
 impl VmConfig {
@@ -94,6 +97,7 @@ impl VmConfig {
             accel: Accel::probe(),
             cloud_config: None,
             ssh_key: None,
+            drives: Vec::new(),
         }
     }
 }
@@ -151,6 +155,9 @@ pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
     push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", paths.vars.display())]);
     if let Some(disk) = &paths.disk {
         push(&["-drive", &format!("if=virtio,format=qcow2,file={}", disk.display())]);
+    }
+    for drive in &cfg.drives {
+        push(&["-drive", &format!("if=virtio,format=raw,readonly=on,file={}", drive.display())]);
     }
     // User networking reaches nothing but the host (10.0.2.2) and the
     // forwarded SSH port: `restrict=on` cuts every other destination.
@@ -474,6 +481,7 @@ mod tests {
             accel: Accel::Tcg,
             cloud_config: None,
             ssh_key: None,
+            drives: Vec::new(),
         }
     }
 
@@ -510,6 +518,16 @@ mod tests {
         assert!(netdev.contains("tftp=/t/tftp,bootfile=boot.ipxe"));
         assert!(!a.iter().any(|x| x.starts_with("if=virtio")));
         assert!(a.iter().any(|x| x.contains("romfile=/usr/lib/ipxe/qemu/efi-virtio.rom")));
+    }
+
+    #[test]
+    fn further_drives_follow_the_boot_disk_read_only() {
+        let mut c = cfg();
+        c.drives = vec!["/t/config-2.iso".into()];
+        let a = qemu_args(&c, &paths(), 2222);
+        let drives: Vec<&String> = a.windows(2).filter(|w| w[0] == "-drive").map(|w| &w[1]).collect();
+        assert_eq!(drives.last().unwrap().as_str(), "if=virtio,format=raw,readonly=on,file=/t/config-2.iso");
+        assert_eq!(drives[drives.len() - 2].as_str(), "if=virtio,format=qcow2,file=/t/disk.qcow2");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! target/ferrite-image/images.
 
 mod boot;
+mod configdrive;
 mod pxe;
 mod serve;
 mod verity;

@@ -6,71 +6,10 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrite_etcd_client::{Client, DeleteOptions, SetOptions};
-use ferrite_store::config::{ClusterState, InitialMember, Settings};
-use ferrite_store::server::{start, Embed, Started};
+use ferrite_etcd_client::{DeleteOptions, SetOptions};
+use ferrite_store::testing::OneMember as Store;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-/// One ferrite-store member in this process.
-struct Store {
-    member: Option<Started>,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Store {
-    async fn start() -> Store {
-        Store::start_on(StdListener::bind("127.0.0.1:0").unwrap()).await
-    }
-
-    /// A member serving clients on a listener the test bound beforehand.
-    async fn start_on(client: StdListener) -> Store {
-        let dir = tempfile::tempdir().unwrap();
-        let peer = StdListener::bind("127.0.0.1:0").unwrap();
-        let url = |l: &StdListener| format!("http://{}", l.local_addr().unwrap());
-        let settings = Settings {
-            name: "solo".into(),
-            data_dir: dir.path().join("solo"),
-            listen_client: vec![client.local_addr().unwrap()],
-            advertise_client_urls: vec![url(&client)],
-            listen_peer: vec![peer.local_addr().unwrap()],
-            advertise_peer_urls: vec![url(&peer)],
-            initial_cluster: vec![InitialMember { name: "solo".into(), peer_urls: vec![url(&peer)] }],
-            cluster_state: ClusterState::New,
-            cluster_token: "it".into(),
-            discovery: None,
-            heartbeat: Duration::from_millis(50),
-            election_timeout: Duration::from_millis(300),
-            snapshot_count: 10_000,
-        };
-        let client_url = url(&client);
-        let embed = Embed { listeners: Some((vec![client], vec![peer])), ..Embed::default() };
-        let member = start(settings, embed).await.unwrap();
-        let store = Store { member: Some(member), url: client_url, _dir: dir };
-        // Wait for the member to lead its one-member cluster.
-        let etcd = store.client();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while etcd.set("/ready", "1", &SetOptions::default()).await.is_err() {
-            assert!(Instant::now() < deadline, "the store did not accept a write");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        store
-    }
-
-    fn client(&self) -> Client {
-        Client::new([&self.url]).unwrap()
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Some(member) = self.member.take() {
-            // Aborting the servers is enough for a test; raft stops with the runtime.
-            drop(member);
-        }
-    }
-}
 
 /// A TCP server answering every line with `<name>:<line>`.
 struct Echo {
@@ -118,7 +57,7 @@ impl Ambassador {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = ferrite_ambassador::Config {
-            etcd_endpoints: vec![store.url.clone()],
+            etcd_endpoints: vec![store.url().to_owned()],
             key: key.to_owned(),
             connect_timeout: Duration::from_secs(2),
             backend_wait: Duration::from_secs(2),

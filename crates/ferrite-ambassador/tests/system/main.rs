@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrite_etcd_client::{Client, DeleteOptions, SetOptions};
-use ferrite_testkit::images::{workspace_bin, Container, Image, Imported};
+use ferrite_testkit::images::{Container, Image, Imported};
 use ferrite_testkit::{free_port, Cluster, Process, ServerKind};
 
 fn suffix() -> String {
@@ -95,15 +95,7 @@ impl Held {
 }
 
 async fn start_store(kind: ServerKind) -> Cluster {
-    match kind {
-        ServerKind::Etcd => Cluster::start(ServerKind::Etcd, 1).await.unwrap(),
-        ServerKind::Ferrite => Cluster::builder(ServerKind::Ferrite)
-            .members(1)
-            .ferrite_bin(workspace_bin("ferrite-store"))
-            .start()
-            .await
-            .unwrap(),
-    }
+    Cluster::start(kind, 1).await.unwrap()
 }
 
 async fn redis_traffic_follows_a_backend_move(kind: ServerKind) {

@@ -35,7 +35,7 @@ fn tree() -> tempfile::TempDir {
         format!("root:x:0:0:root:/root:/bin/sh\ncore:x:{uid}:{gid}:Core:/home/core:/bin/bash\n"),
     )
     .unwrap();
-    std::fs::write(dir.path().join("etc/group"), format!("root:x:0:\ncore:x:{gid}:\n")).unwrap();
+    std::fs::write(dir.path().join("etc/group"), format!("root:x:0:\nsudo:x:27:\ncore:x:{gid}:\n")).unwrap();
     std::fs::write(dir.path().join("etc/environment"), "# kept\nPATH=/usr/bin\nCOREOS_PRIVATE_IPV4=10.9.9.9\n")
         .unwrap();
     dir
@@ -62,6 +62,21 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out);
     out
+}
+
+/// Runs `ferrite-cloudinit apply --from-file INPUT --root ROOT EXTRA...`
+/// with no `COREOS_*` addresses from the environment.
+fn apply_file(input: &Path, root: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit"))
+        .args(["apply", "--from-file"])
+        .arg(input)
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .env_remove("COREOS_PUBLIC_IPV4")
+        .env_remove("COREOS_PRIVATE_IPV4")
+        .output()
+        .unwrap()
 }
 
 fn read(root: &Path, path: &str) -> String {
@@ -193,13 +208,7 @@ fn a_config_with_mistakes_is_refused_whole_and_the_tree_is_untouched() {
     let root = dir.path();
     let before = snapshot(root);
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/validate/several-mistakes.yaml");
-    let output = Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit"))
-        .args(["apply", "--from-file"])
-        .arg(&input)
-        .arg("--root")
-        .arg(root)
-        .output()
-        .unwrap();
+    let output = apply_file(&input, root, &[]);
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout, std::fs::read_to_string(input.with_extension("report")).unwrap());
@@ -207,19 +216,52 @@ fn a_config_with_mistakes_is_refused_whole_and_the_tree_is_untouched() {
     assert_eq!(snapshot(root), before);
 }
 
+/// A valid config the tree cannot take (a missing group, owner and unit, a
+/// path under a file) is refused before the first change: every problem
+/// with its line, exit 1, and the hostname, users and files it would have
+/// set first are not there. Offline, unit commands are only recorded, so
+/// the unit `start` names need not exist.
+#[test]
+fn a_config_the_tree_cannot_take_changes_nothing() {
+    let dir = tree();
+    let root = dir.path();
+    let before = snapshot(root);
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/apply/not-on-this-target.yaml");
+    let output = apply_file(&input, root, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        std::fs::read_to_string(input.with_extension("report")).unwrap()
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing applied"));
+    assert_eq!(snapshot(root), before);
+
+    // Once the tree has what the config needs, the same plan applies.
+    std::fs::write(root.join("etc/group"), format!("{}nosuchgroup:x:2000:\n", read(root, "/etc/group"))).unwrap();
+    std::fs::write(root.join("etc/passwd"), format!("{}mallory:x:2001:2001::/:/bin/sh\n", read(root, "/etc/passwd")))
+        .unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/systemd/system")).unwrap();
+    std::fs::write(root.join("usr/lib/systemd/system/nothere.service"), "[Install]\nWantedBy=multi-user.target\n")
+        .unwrap();
+    let fixed = std::fs::read_to_string(&input)
+        .unwrap()
+        .replace("/etc/passwd/oops", "/etc/oops")
+        .replace("mallory:core", "")
+        // Keys for a user the fake makes would need chown to another uid.
+        .replace("    ssh_authorized_keys: [ssh-ed25519 AAAAbob bob@example]\n", "");
+    let (_, plan) = ferrite_cloudinit::prepare(fixed.as_bytes(), &Addresses::default(), |_| None).unwrap();
+    let mut machine = FakeUsers::default();
+    apply(&plan, root, &mut machine).unwrap();
+    assert_eq!(machine.created, ["alice", "bob"]);
+    assert_eq!(read(root, "/etc/motd"), "hello");
+}
+
 #[test]
 fn the_binary_applies_the_seed_config_offline() {
     let dir = tree();
     let root = dir.path();
     let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/apply/seed.yaml");
-    let output = Command::new(env!("CARGO_BIN_EXE_ferrite-cloudinit"))
-        .args(["apply", "--private-ipv4", "192.0.2.7", "--from-file"])
-        .arg(&input)
-        .arg("--root")
-        .arg(root)
-        .env_remove("COREOS_PUBLIC_IPV4")
-        .output()
-        .unwrap();
+    let output = apply_file(&input, root, &["--private-ipv4", "192.0.2.7"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(read(root, "/run/systemd/system/ferrite-store.service.d/20-cloudinit.conf")
         .contains("Environment=\"ETCD_PEER_ADDR=192.0.2.7:7001\""));
@@ -261,6 +303,12 @@ impl Machine for FakeUsers {
     }
     fn run_script(&mut self, _: &str) -> Result<bool, ApplyError> {
         Ok(true)
+    }
+    fn unit_exists(&mut self, root: &Path, unit: &str) -> Result<bool, ApplyError> {
+        Offline::default().unit_exists(root, unit)
+    }
+    fn runs_unit_commands(&self) -> bool {
+        false
     }
 }
 

@@ -75,13 +75,14 @@ fn ec2_routes() -> HashMap<&'static str, String> {
         ("/latest/meta-data/hostname", "ip-10-0-0-5.ec2.internal"),
         ("/latest/meta-data/local-ipv4", "10.0.0.5"),
         ("/latest/meta-data/public-ipv4", "203.0.113.5"),
+        ("/latest/meta-data/ipv6", "2001:db8:ec2::5"),
         ("/latest/meta-data/public-keys", "0=my-key"),
         ("/latest/meta-data/public-keys/0/openssh-key", "ssh-ed25519 AAAAec2 my-key\n"),
     ])
 }
 
 async fn fetch(source: Datasource) -> Fetched {
-    source.fetch(&client()).await.unwrap_or_else(|e| panic!("{e}"))
+    source.fetch(&client().unwrap()).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn assert_ec2_like(fetched: &Fetched) {
@@ -93,33 +94,68 @@ fn assert_ec2_like(fetched: &Fetched) {
     assert_eq!(m.ssh_public_keys, ["ssh-ed25519 AAAAec2 my-key"]);
 }
 
+/// EC2's IPv6 address is globally routable: both `$private_ipv6` and `$public_ipv6`.
+fn assert_ec2_ipv6(fetched: &Fetched) {
+    let ipv6 = Some("2001:db8:ec2::5".parse().unwrap());
+    assert_eq!((fetched.metadata.addresses.private_ipv6, fetched.metadata.addresses.public_ipv6), (ipv6, ipv6));
+}
+
 #[tokio::test]
 async fn ec2_with_an_imdsv2_session_token() {
     let base = serve(Fake { routes: ec2_routes(), token: Some("session-token"), ..Fake::default() }).await;
-    assert_ec2_like(&fetch(Datasource::Ec2(base)).await);
+    let fetched = fetch(Datasource::Ec2(base)).await;
+    assert_ec2_like(&fetched);
+    assert_ec2_ipv6(&fetched);
 }
 
 #[tokio::test]
 async fn ec2_falls_back_to_imdsv1_when_tokens_are_refused() {
     let base = serve(Fake { routes: ec2_routes(), token: None, ..Fake::default() }).await;
-    assert_ec2_like(&fetch(Datasource::Ec2(base)).await);
+    let fetched = fetch(Datasource::Ec2(base)).await;
+    assert_ec2_like(&fetched);
+    assert_ec2_ipv6(&fetched);
 }
 
 #[tokio::test]
-async fn gce_sends_metadata_flavor() {
+async fn ec2_without_ipv6_has_no_ipv6_addresses() {
+    let mut routes = ec2_routes();
+    routes.remove("/latest/meta-data/ipv6");
+    let base = serve(Fake { routes, token: None, ..Fake::default() }).await;
+    let addresses = fetch(Datasource::Ec2(base)).await.metadata.addresses;
+    assert_eq!((addresses.private_ipv6, addresses.public_ipv6), (None, None));
+    assert_eq!(addresses.private_ipv4, Some("10.0.0.5".parse().unwrap()));
+}
+
+async fn gce(ipv6s: &str) -> Fetched {
     let base = serve(Fake {
         routes: routes(&[
             ("/computeMetadata/v1/instance/attributes/user-data", "#cloud-config\nhostname: from-user-data\n"),
             ("/computeMetadata/v1/instance/hostname", "ip-10-0-0-5.ec2.internal"),
             ("/computeMetadata/v1/instance/network-interfaces/0/ip", "10.0.0.5"),
             ("/computeMetadata/v1/instance/network-interfaces/0/access-configs/0/external-ip", "203.0.113.5"),
+            ("/computeMetadata/v1/instance/network-interfaces/0/ipv6s", ipv6s),
             ("/computeMetadata/v1/project/attributes/ssh-keys", "core:ssh-ed25519 AAAAec2 my-key"),
         ]),
         require: Some(("Metadata-Flavor", "Google")),
         ..Fake::default()
     })
     .await;
-    assert_ec2_like(&fetch(Datasource::Gce(base)).await);
+    fetch(Datasource::Gce(base)).await
+}
+
+#[tokio::test]
+async fn gce_sends_metadata_flavor() {
+    assert_ec2_like(&gce("").await);
+}
+
+#[tokio::test]
+async fn gce_ipv6_internal_is_private_only_and_external_is_both() {
+    let internal = gce("fd20:a:b::5\n").await.metadata.addresses;
+    assert_eq!(internal.private_ipv6, Some("fd20:a:b::5".parse().unwrap()));
+    assert_eq!(internal.public_ipv6, None, "a unique-local address is not public");
+    let external = gce("2600:1900:4000:1::5\n").await.metadata.addresses;
+    assert_eq!(external.private_ipv6, Some("2600:1900:4000:1::5".parse().unwrap()));
+    assert_eq!(external.public_ipv6, external.private_ipv6);
 }
 
 #[tokio::test]
@@ -175,7 +211,7 @@ async fn a_config_drive_directory() {
     std::fs::write(root.join("ec2/latest/meta-data.json"), r#"{"local-ipv4":"10.0.0.5","public-ipv4":"203.0.113.5"}"#)
         .unwrap();
     assert_ec2_like(&fetch(Datasource::ConfigDrive(root.to_owned())).await);
-    assert!(Datasource::ConfigDrive(root.join("nothing")).fetch(&client()).await.is_err());
+    assert!(Datasource::ConfigDrive(root.join("nothing")).fetch(&client().unwrap()).await.is_err());
 }
 
 #[tokio::test]
@@ -186,7 +222,7 @@ async fn files_the_oem_partition_and_fw_cfg() {
     for source in [Datasource::File(path.clone()), Datasource::Oem(path.clone()), Datasource::FwCfg(path.clone())] {
         assert_eq!(fetch(source).await.user_data.as_deref(), Some(&b"#cloud-config\n"[..]));
     }
-    assert!(Datasource::FwCfg(dir.path().join("absent")).fetch(&client()).await.is_err());
+    assert!(Datasource::FwCfg(dir.path().join("absent")).fetch(&client().unwrap()).await.is_err());
 }
 
 #[tokio::test]
@@ -200,7 +236,7 @@ async fn a_url_and_the_kernel_command_line() {
     std::fs::write(&cmdline, format!("root=/dev/vda quiet cloud-config-url={base}/cc\n")).unwrap();
     assert_eq!(fetch(Datasource::ProcCmdline(cmdline.clone())).await.user_data, fetched.user_data);
     std::fs::write(&cmdline, "root=/dev/vda quiet\n").unwrap();
-    assert!(Datasource::ProcCmdline(cmdline).fetch(&client()).await.is_err());
+    assert!(Datasource::ProcCmdline(cmdline).fetch(&client().unwrap()).await.is_err());
 }
 
 #[tokio::test]
@@ -209,12 +245,34 @@ async fn sources_are_polled_until_one_answers() {
         serve(Fake { routes: routes(&[("/cc", "#cloud-config\n")]), not_yet: AtomicUsize::new(3), ..Fake::default() })
             .await;
     let sources = [Datasource::File("/nonexistent/user-data".into()), Datasource::Url(format!("{base}/cc"))];
-    let (source, fetched) = first_available(&sources, Duration::from_secs(30), &client()).await.unwrap();
+    let (source, fetched) =
+        first_available(&sources, Duration::from_secs(30), &client().unwrap()).await.unwrap().unwrap();
     assert_eq!(source, sources[1]);
     assert_eq!(fetched.user_data.as_deref(), Some(&b"#cloud-config\n"[..]));
 
-    let none = first_available(&sources[..1], Duration::from_millis(300), &client()).await;
-    assert!(none.is_none());
+    let none = first_available(&sources[..1], Duration::from_millis(300), &client().unwrap()).await;
+    assert!(none.unwrap().is_none(), "nothing there is no error");
+}
+
+/// A source whose answer is unusable (here a config drive whose
+/// meta_data.json is not JSON) is reported and not asked again: another
+/// source still wins, and when none does, its error is the result, at once
+/// rather than at the timeout.
+#[tokio::test]
+async fn an_unusable_source_is_dropped_and_is_the_error_when_nothing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("openstack/latest")).unwrap();
+    std::fs::write(dir.path().join("openstack/latest/meta_data.json"), "{not json").unwrap();
+    let file = dir.path().join("user-data");
+    std::fs::write(&file, "#cloud-config\n").unwrap();
+    let sources = [Datasource::ConfigDrive(dir.path().to_owned()), Datasource::File(file)];
+    let (source, _) = first_available(&sources, Duration::from_secs(30), &client().unwrap()).await.unwrap().unwrap();
+    assert_eq!(source, sources[1]);
+
+    let started = std::time::Instant::now();
+    let error = first_available(&sources[..1], Duration::from_secs(30), &client().unwrap()).await.unwrap_err();
+    assert!(error.to_string().contains("meta_data.json"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried until the timeout");
 }
 
 #[tokio::test]
@@ -239,7 +297,10 @@ async fn the_binary_applies_ec2_metadata_to_a_tree() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
     assert_eq!(read("etc/hostname"), "from-user-data\n", "the config's hostname wins over metadata's");
-    assert_eq!(read("etc/environment"), "COREOS_PRIVATE_IPV4=10.0.0.5\nCOREOS_PUBLIC_IPV4=203.0.113.5\n");
+    assert_eq!(
+        read("etc/environment"),
+        "COREOS_PRIVATE_IPV4=10.0.0.5\nCOREOS_PRIVATE_IPV6=2001:db8:ec2::5\nCOREOS_PUBLIC_IPV4=203.0.113.5\nCOREOS_PUBLIC_IPV6=2001:db8:ec2::5\n"
+    );
     assert_eq!(read("home/core/.ssh/authorized_keys"), "ssh-ed25519 AAAAec2 my-key\n");
     assert!(Path::new(&root.join("home/core/.ssh/authorized_keys.d/ferrite-cloudinit")).exists());
 }

@@ -3,4 +3,5 @@
 
 mod apply;
 mod datasource;
+mod https;
 mod validate;

@@ -1,6 +1,10 @@
 //! Tier 2: ferrite-cloudinit applied to a Docker container running real
 //! systemd as PID 1, checked the way an operator would: systemctl, getent,
-//! stat and the files themselves. Runs as root (docker).
+//! stat and the files themselves; and config drives found by their label
+//! among this host's block devices (loop devices). Runs as root (docker,
+//! losetup).
+
+mod configdrive;
 
 use std::path::Path;
 
@@ -175,5 +179,40 @@ fn a_config_with_several_mistakes_reports_them_all_and_changes_nothing() -> Resu
     let validate = container.exec(&[BIN, "validate", "/tmp/bad.yaml"])?;
     assert_eq!(validate.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&validate.stdout), stdout);
+    Ok(())
+}
+
+/// A config the machine cannot take (a missing group, unit and a read-only
+/// path) fails before the first change: every problem with its line, and
+/// the file, hostname and user it would have made first are not there.
+/// `try-restart` of a unit that does not exist is not a problem: systemd
+/// leaves a unit that is not running alone.
+#[test]
+fn a_config_the_machine_cannot_take_changes_nothing() -> Result<()> {
+    let container = container_with_binary()?;
+    let input = "system/fixtures/not-on-this-machine.yaml";
+    container.write("/tmp/cannot.yaml", &fixture(input))?;
+    let hostname = container.sh("hostname")?;
+    let before = snapshot(&container)?;
+    let (code, stdout, stderr) = apply(&container, "/tmp/cannot.yaml")?;
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout, fixture(&input.replace(".yaml", ".report")));
+    assert!(stderr.contains("nothing applied"), "{stderr}");
+    assert_eq!(snapshot(&container)?, before);
+    assert_eq!(container.sh("hostname")?, hostname);
+    assert!(!container.exec(&["getent", "passwd", "alice"])?.status.success());
+    assert_eq!(container.sh("test -e /etc/ferrite/first && echo there || echo absent")?.trim(), "absent");
+
+    // What was in the way removed, the same config applies.
+    let fixed = fixture(input)
+        .replace("[nosuchgroup]", "[adm]")
+        .replace("/sys/fs/cgroup/ferrite", "/etc/ferrite/second")
+        .replace("nothere.service\n      enable: true", "systemd-journald.service\n      enable: false")
+        .replace("nothere-either.service", "systemd-journald.service");
+    container.write("/tmp/fixed.yaml", &fixed)?;
+    let (code, stdout, stderr) = apply(&container, "/tmp/fixed.yaml")?;
+    ensure!(code == 0, "the fixed config failed: {stdout}{stderr}");
+    assert_eq!(container.sh("cat /etc/ferrite/first")?, "written first, were it not for the rest");
+    assert!(container.exec(&["getent", "passwd", "alice"])?.status.success());
     Ok(())
 }

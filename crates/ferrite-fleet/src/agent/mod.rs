@@ -260,20 +260,21 @@ impl<M: UnitManager> Agent<M> {
     }
 
     /// Runs until `shutdown`: registers, then [`Agent::follow`]s.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError<M::Error>> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError<M::Error>> {
         tokio::pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => return Ok(()),
             registered = self.register() => registered?,
         }
         tracing::info!(machine = self.id(), "machine registered");
-        self.follow(shutdown).await
+        self.follow(shutdown).await;
+        self.purge().await
     }
 
     /// For a registered machine: follows the plan and systemd, heartbeating,
-    /// until `shutdown`; then unloads its units, removes their states and
-    /// its machine object, as fleet does on a clean stop.
-    pub async fn follow(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError<M::Error>> {
+    /// until `shutdown`. The units run on and the machine stays registered
+    /// (until its TTL runs out): a clean stop [`Agent::purge`]s after this.
+    pub async fn follow(&mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut plan_index = None;
         let mut plan = BTreeMap::new();
@@ -284,7 +285,8 @@ impl<M: UnitManager> Agent<M> {
             }
             Err(e) => tracing::warn!(error = %e, "reading the plan failed; the watch will catch up"),
         }
-        let watch = self.registry.client().watch_stream(
+        let registry = self.registry.clone();
+        let watch = registry.client().watch_stream(
             &self.registry.key(&["plan", self.id()]),
             WatchOptions { recursive: true, wait_index: plan_index },
         );
@@ -330,7 +332,6 @@ impl<M: UnitManager> Agent<M> {
             }
         }
         heartbeat.abort();
-        self.purge().await
     }
 
     /// Unloads every unit and withdraws the machine from the cluster.

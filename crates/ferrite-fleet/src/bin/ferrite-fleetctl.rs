@@ -18,5 +18,6 @@ fn main() -> ExitCode {
     };
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let code = runtime.block_on(run(cli, &mut Io { out: &mut out, err: &mut err }));
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    // As Go's os.Exit: the low byte, so fleet's -1 is 255.
+    ExitCode::from(code.to_le_bytes()[0])
 }

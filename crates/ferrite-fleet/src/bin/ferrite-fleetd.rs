@@ -1,5 +1,6 @@
 //! `ferrite-fleetd`: reads fleet's configuration, then runs this machine's
-//! agent, engine and API with systemd as the unit manager.
+//! agent, engine and API with systemd as the unit manager. SIGHUP reloads
+//! the configuration, as fleet's daemon does.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,8 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use ferrite_fleet::agent::systemd::SystemdUnits;
-use ferrite_fleet::config::{self, DEFAULT_CONFIG_FILE};
-use ferrite_fleet::fleetd::{self, ApiListener};
+use ferrite_fleet::fleetd::{self, ApiListener, Stop};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// fleet's daemon: places units across the cluster and runs them here.
 #[derive(Debug, Parser)]
@@ -17,7 +18,7 @@ struct Args {
     /// Path to the configuration file (default /etc/fleet/fleet.conf, if present).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
-    /// Serve the API on this unix socket.
+    /// Serve the API on this unix socket (unless systemd passes sockets).
     #[arg(long, env = "FLEET_API_SOCKET", default_value = "/var/run/fleet.sock")]
     api_socket: PathBuf,
     /// Also serve the API on this TCP address (fleet's tests use port 54728).
@@ -28,27 +29,8 @@ struct Args {
     machine_id_file: PathBuf,
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
-    let path = args.config.clone().or_else(|| {
-        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
-        default.exists().then_some(default)
-    });
-    let text = match &path {
-        Some(p) => {
-            Some(std::fs::read_to_string(p).with_context(|| format!("Unable to use config file {}", p.display()))?)
-        }
-        None => None,
-    };
-    let path_text = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-    let env = std::env::vars().filter(|(k, _)| k.starts_with("FLEET_")).collect();
-    let loaded = config::load(text.as_deref().map(|t| (path_text.as_str(), t)), &env)?;
-    for warning in &loaded.warnings {
-        tracing::warn!("{warning}");
-    }
-    let config = loaded.config;
-    let id = fleetd::machine_id(&args.machine_id_file)?;
-    let machine = fleetd::machine_state(&config, id);
-
+/// The API's listeners: `--api-socket` and `--api-tcp`.
+async fn bind(args: &Args) -> anyhow::Result<Vec<ApiListener>> {
     let _ = std::fs::remove_file(&args.api_socket);
     if let Some(parent) = args.api_socket.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -62,12 +44,48 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?,
         ));
     }
+    Ok(listeners)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let (hangup, terminate) = (signal(SignalKind::hangup()), signal(SignalKind::terminate()));
+    let (mut hangup, mut terminate) =
+        (hangup.context("cannot handle SIGHUP")?, terminate.context("cannot handle SIGTERM")?);
+    let (signals_tx, signals) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            let why = tokio::select! {
+                _ = hangup.recv() => Stop::Reload,
+                _ = terminate.recv() => Stop::Shutdown,
+                _ = tokio::signal::ctrl_c() => Stop::Shutdown,
+            };
+            tracing::info!(?why, "signal received");
+            if signals_tx.send(Some(why)).is_err() || why == Stop::Shutdown {
+                return;
+            }
+        }
+    });
+    let config_path = args.config.clone();
+    let load = || {
+        let env = std::env::vars().filter(|(k, _)| k.starts_with("FLEET_")).collect();
+        fleetd::load_config(config_path.as_deref(), &env, &args.machine_id_file)
+    };
+    // A configuration that does not load stops the start before anything binds.
+    load()?;
+    let listeners = match fleetd::activated_listeners()? {
+        Some(passed) => {
+            tracing::info!(count = passed.len(), "serving the API on the sockets systemd passed");
+            passed
+        }
+        None => bind(&args).await?,
+    };
     let systemd = ferrite_systemd::Systemd::system().await?;
-    let units = SystemdUnits::new(systemd, &config.units_directory)?;
+    let units =
+        |config: &ferrite_fleet::config::Config| Ok(SystemdUnits::new(systemd.clone(), &config.units_directory)?);
     let ready = || {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     };
-    fleetd::run(config, machine, listeners, units, ready, ferrite_daemon::shutdown_signal()).await?;
+    fleetd::serve(load, listeners, units, ready, signals).await?;
     Ok(())
 }
 

@@ -163,8 +163,11 @@ impl Engine {
     async fn apply_all(&self, actions: Vec<Action>) -> Result<(), RegistryError> {
         let (unschedules, rest): (Vec<Action>, Vec<Action>) =
             actions.into_iter().partition(|a| matches!(a, Action::Unschedule { .. }));
-        let (schedules, plans): (Vec<Action>, Vec<Action>) =
+        let (schedules, rest): (Vec<Action>, Vec<Action>) =
             rest.into_iter().partition(|a| matches!(a, Action::Schedule { .. }));
+        // Machines are forgotten last, together (one read of the states).
+        let (forgets, plans): (Vec<Action>, Vec<Action>) =
+            rest.into_iter().partition(|a| matches!(a, Action::ForgetMachine { .. }));
         for phase in [unschedules, schedules, plans] {
             let results: Vec<Result<(), RegistryError>> =
                 futures::stream::iter(phase.into_iter().map(|action| self.apply(action)))
@@ -173,7 +176,14 @@ impl Engine {
                     .await;
             results.into_iter().collect::<Result<(), RegistryError>>()?;
         }
-        Ok(())
+        let gone: Vec<String> = forgets
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::ForgetMachine { machine } => Some(machine),
+                _ => None,
+            })
+            .collect();
+        self.forget_machines(&gone).await
     }
 
     async fn apply(&self, action: Action) -> Result<(), RegistryError> {
@@ -190,14 +200,38 @@ impl Engine {
             }
             Action::PutPlan { machine, unit, entry } => self.registry.put_plan(&machine, &unit, &entry).await,
             Action::RemovePlan { machine, unit } => self.registry.remove_plan(&machine, &unit).await,
-            Action::ForgetMachine { machine } => {
-                tracing::info!(machine, "machine gone; removing its plan and unit states");
-                self.registry.remove_machine_plan(&machine).await?;
-                for state in self.registry.unit_states().await?.into_iter().filter(|s| s.machine_id == machine) {
-                    self.registry.remove_unit_state(&state.name, &machine).await?;
-                }
-                Ok(())
-            }
+            Action::ForgetMachine { machine } => self.forget_machines(&[machine]).await,
+        }
+    }
+
+    /// Removes the plans of machines that are gone and every unit state
+    /// they reported, found in one read of the states.
+    async fn forget_machines(&self, machines: &[String]) -> Result<(), RegistryError> {
+        if machines.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(?machines, "machines gone; removing their plans and unit states");
+        let states = self.registry.unit_states().await?;
+        let removals: Vec<(Option<String>, String)> = machines
+            .iter()
+            .map(|m| (None, m.clone()))
+            .chain(
+                states.into_iter().filter(|s| machines.contains(&s.machine_id)).map(|s| (Some(s.name), s.machine_id)),
+            )
+            .collect();
+        let results: Vec<Result<(), RegistryError>> = futures::stream::iter(removals)
+            .map(|(unit, machine)| self.remove_left(unit, machine))
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Removes what a gone machine left: its plan, or a unit's state.
+    async fn remove_left(&self, unit: Option<String>, machine: String) -> Result<(), RegistryError> {
+        match unit {
+            None => self.registry.remove_machine_plan(&machine).await,
+            Some(unit) => self.registry.remove_unit_state(&unit, &machine).await,
         }
     }
 }

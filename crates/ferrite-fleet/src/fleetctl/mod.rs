@@ -5,6 +5,7 @@
 //! so tests run them in process.
 
 pub mod client;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,6 +20,11 @@ use crate::table;
 use crate::unit_file::UnitFile;
 use crate::unit_name::{self, NameInfo};
 use client::{ApiClient, ClientError, Endpoint};
+use ssh::{shell_quote, SshSettings};
+
+/// Where fleetctl reads this machine's id, to run a unit's commands here
+/// rather than over SSH when the unit is on this machine.
+const MACHINE_ID_FILE: &str = "/etc/machine-id";
 
 /// fleetctl's command line.
 #[derive(Debug, Parser)]
@@ -39,6 +45,35 @@ pub struct Cli {
     /// Amount of time in seconds to allow for the API's answers.
     #[arg(long, global = true, env = "FLEETCTL_REQUEST_TIMEOUT", default_value_t = 3.0)]
     pub request_timeout: f64,
+
+    /// Establish an SSH tunnel through the provided address for communication with fleet and etcd.
+    #[arg(long, global = true, env = "FLEETCTL_TUNNEL")]
+    pub tunnel: Option<String>,
+
+    /// Username to use when connecting to CoreOS instance.
+    #[arg(long, global = true, env = "FLEETCTL_SSH_USERNAME", default_value = "core")]
+    pub ssh_username: String,
+
+    /// Verify host keys presented by remote machines before initiating SSH connections.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETCTL_STRICT_HOST_KEY_CHECKING",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub strict_host_key_checking: bool,
+
+    /// File used to store remote machine fingerprints. Ignored if strict host key checking is disabled.
+    #[arg(long, global = true, env = "FLEETCTL_KNOWN_HOSTS_FILE", default_value = ssh::DEFAULT_KNOWN_HOSTS_FILE)]
+    pub known_hosts_file: String,
+
+    /// Amount of time in seconds to allow for SSH connection initialization before failing.
+    #[arg(long, global = true, env = "FLEETCTL_SSH_TIMEOUT", default_value_t = 10.0)]
+    pub ssh_timeout: f64,
 
     #[command(subcommand)]
     pub command: Command,
@@ -65,6 +100,13 @@ pub struct Listing {
     /// Columns to print, comma-separated.
     #[arg(long)]
     pub fields: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SshPort {
+    /// Connect to remote hosts over SSH using this TCP port.
+    #[arg(long, default_value_t = 22)]
+    pub ssh_port: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +168,47 @@ pub enum Command {
         #[command(flatten)]
         listing: Listing,
     },
+    /// Output the status of one or more units in the cluster.
+    Status {
+        #[command(flatten)]
+        ssh: SshPort,
+        units: Vec<String>,
+    },
+    /// Print the journal of a unit in the cluster to stdout.
+    Journal {
+        /// Number of recent log lines to return.
+        #[arg(long, default_value_t = 10)]
+        lines: u32,
+        /// Continuously print new entries as they are appended to the journal.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Execute journal command with sudo.
+        #[arg(long)]
+        sudo: bool,
+        /// Output mode, passed unaltered to journalctl on the remote host.
+        #[arg(long, default_value = "short")]
+        output: String,
+        #[command(flatten)]
+        ssh: SshPort,
+        units: Vec<String>,
+    },
+    /// Open interactive shell on a machine in the cluster.
+    Ssh {
+        /// Open SSH connection to a specific machine.
+        #[arg(long)]
+        machine: Option<String>,
+        /// Open SSH connection to machine running provided unit.
+        #[arg(long)]
+        unit: Option<String>,
+        /// Forward local ssh-agent to target machine.
+        #[arg(short = 'A', long)]
+        forward_agent: bool,
+        #[command(flatten)]
+        ssh: SshPort,
+        /// The machine or unit (without --machine or --unit), then the command to run.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print the version and exit.
     Version,
 }
@@ -162,14 +245,48 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> i32 {
         io.warn(&format!("Unable to initialize client: unrecognized driver {:?}", cli.driver));
         return 1;
     }
-    let endpoint = match Endpoint::parse(&cli.endpoint) {
+    let mut endpoint = match Endpoint::parse(&cli.endpoint) {
         Ok(endpoint) => endpoint,
         Err(e) => {
             io.warn(&format!("Unable to initialize client: {e}"));
             return 1;
         }
     };
-    let ctl = Ctl { api: ApiClient::new(endpoint), poll: Duration::from_millis(250), attempt: Duration::from_secs(2) };
+    let ssh = SshSettings {
+        username: cli.ssh_username.clone(),
+        strict_host_key_checking: cli.strict_host_key_checking,
+        known_hosts_file: cli.known_hosts_file.clone(),
+        timeout: cli.ssh_timeout,
+        tunnel: cli.tunnel.clone().filter(|t| !t.is_empty()),
+    };
+    // With --tunnel the API is reached from the tunnel's machine: a local
+    // socket forwarded to the endpoint there, for as long as this runs.
+    let _tunnel = match &ssh.tunnel {
+        Some(tunnel) => {
+            let target = match &endpoint {
+                Endpoint::Unix(path) => path.display().to_string(),
+                Endpoint::Tcp { authority } => authority.clone(),
+            };
+            match ssh.tunnel_to(tunnel, &target).await {
+                Ok(forward) => {
+                    endpoint = Endpoint::Unix(forward.socket.clone());
+                    Some(forward)
+                }
+                Err(e) => {
+                    io.warn(&format!("Unable to initialize client: failed initializing SSH client: {e}"));
+                    return 1;
+                }
+            }
+        }
+        None => None,
+    };
+    let ctl = Ctl {
+        api: ApiClient::new(endpoint),
+        poll: Duration::from_millis(250),
+        attempt: Duration::from_secs(2),
+        ssh,
+        local_machine: std::fs::read_to_string(MACHINE_ID_FILE).ok().map(|id| id.trim().to_owned()),
+    };
     match cli.command {
         Command::Version => 0,
         Command::Submit { replace, units } => ctl.submit(io, &units, replace).await,
@@ -182,7 +299,42 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> i32 {
         Command::ListUnits { listing } => ctl.list_units(io, &listing).await,
         Command::ListUnitFiles { listing } => ctl.list_unit_files(io, &listing).await,
         Command::ListMachines { listing } => ctl.list_machines(io, &listing).await,
+        Command::Status { ssh, units } => ctl.status(io, &units, ssh.ssh_port).await,
+        Command::Journal { lines, follow, sudo, output, ssh, units } => {
+            let journal = Journal { lines, follow, sudo, output };
+            ctl.journal(io, &units, &journal, ssh.ssh_port).await
+        }
+        Command::Ssh { machine, unit, forward_agent, ssh, args } => {
+            let target = match (machine, unit) {
+                (Some(_), Some(_)) => {
+                    io.warn("Both machine and unit flags provided, please specify only one.");
+                    return 1;
+                }
+                (Some(machine), None) => SshTarget::Machine(machine),
+                (None, Some(unit)) => SshTarget::Unit(unit),
+                (None, None) => SshTarget::Either,
+            };
+            ctl.ssh(io, target, args, forward_agent, ssh.ssh_port).await
+        }
     }
+}
+
+/// `journal`'s options.
+#[derive(Debug)]
+struct Journal {
+    lines: u32,
+    follow: bool,
+    sudo: bool,
+    output: String,
+}
+
+/// What `ssh` connects to.
+#[derive(Debug)]
+enum SshTarget {
+    Machine(String),
+    Unit(String),
+    /// The first argument, a machine or a unit (fleet's global lookup).
+    Either,
 }
 
 /// A unit name from an argument: its file name, `.service` added when
@@ -211,6 +363,9 @@ struct Ctl {
     api: ApiClient,
     poll: Duration,
     attempt: Duration,
+    ssh: SshSettings,
+    /// This machine's id, when it has one.
+    local_machine: Option<String>,
 }
 
 fn is_global(unit: &Unit) -> bool {
@@ -381,17 +536,10 @@ impl Ctl {
     /// `stop` and `unload`.
     async fn deactivate(&self, io: &mut Io<'_>, args: &[String], blocking: &Blocking, state: &str) -> i32 {
         let (verb, past) = if state == "loaded" { ("stop", "stopped") } else { ("unload", "unloaded") };
-        let units = match self.find_units(args).await {
+        let units = match self.named_units(io, args).await {
             Ok(units) => units,
-            Err(e) => {
-                io.warn(&format!("Error retrieving units: {e}"));
-                return 1;
-            }
+            Err(code) => return code,
         };
-        if units.is_empty() {
-            io.warn("Units not found in registry");
-            return 0;
-        }
         let mut changed = Vec::new();
         let mut waiting = Vec::new();
         for unit in &units {
@@ -427,17 +575,10 @@ impl Ctl {
     }
 
     async fn destroy(&self, io: &mut Io<'_>, args: &[String], blocking: &Blocking) -> i32 {
-        let units = match self.find_units(args).await {
+        let units = match self.named_units(io, args).await {
             Ok(units) => units,
-            Err(e) => {
-                io.warn(&format!("Error retrieving units: {e}"));
-                return 1;
-            }
+            Err(code) => return code,
         };
-        if units.is_empty() {
-            io.warn("Units not found in registry");
-            return 0;
-        }
         let mut code = 0;
         for unit in &units {
             match self.api.destroy_unit(&unit.name).await {
@@ -463,6 +604,22 @@ impl Ctl {
     }
 
     /// The registry's units named by `args` (others are ignored).
+    /// The units `args` name, or the exit code once fleetctl has said why
+    /// there are none to act on.
+    async fn named_units(&self, io: &mut Io<'_>, args: &[String]) -> Result<Vec<Unit>, i32> {
+        match self.find_units(args).await {
+            Err(e) => {
+                io.warn(&format!("Error retrieving units: {e}"));
+                Err(1)
+            }
+            Ok(units) if units.is_empty() => {
+                io.warn("Units not found in registry");
+                Err(0)
+            }
+            Ok(units) => Ok(units),
+        }
+    }
+
     async fn find_units(&self, args: &[String]) -> Result<Vec<Unit>, ClientError> {
         let all = self.api.units().await?;
         let names: Vec<String> = args.iter().map(|a| mangle(a)).collect();
@@ -568,6 +725,211 @@ impl Ctl {
             }
         }
         Ok(())
+    }
+
+    /// fleet's runCommand: `program args...` on the machine `machine_id`,
+    /// here when that is this machine, else over SSH; its exit code.
+    async fn run_on(&self, io: &mut Io<'_>, machine_id: &str, port: u16, program: &str, args: &[String]) -> i32 {
+        if self.local_machine.as_deref() == Some(machine_id) {
+            return match ssh::run_local(io, program, args).await {
+                Ok(code) => code,
+                Err(e) => {
+                    io.warn(&format!("Error running local command: {e}"));
+                    -1
+                }
+            };
+        }
+        let machines = self.api.machines().await;
+        let ip = match &machines {
+            Ok(machines) => machines.iter().find(|m| m.id == machine_id).map(|m| m.primary_ip.as_str()),
+            Err(_) => None,
+        };
+        let Some(ip) = ip.filter(|ip| !ip.is_empty()) else {
+            let why = match machines {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("machine {machine_id} is not in the cluster"),
+            };
+            io.warn(&format!("Error getting machine IP: {why}"));
+            return -1;
+        };
+        let mut line = shell_quote(program);
+        for arg in args {
+            line.push(' ');
+            line.push_str(&shell_quote(arg));
+        }
+        match self.ssh.run(io, ip, port, false, Some(&line)).await {
+            Ok(code) => code,
+            Err(e) => {
+                io.warn(&format!("Unable to SSH to remote host: {e}"));
+                -1
+            }
+        }
+    }
+
+    /// The unit `name`, or fleetctl's exit code once it said why there is
+    /// none (`failing` begins the message of a failed request).
+    async fn existing_unit(&self, io: &mut Io<'_>, name: &str, failing: &str) -> Result<Unit, i32> {
+        match self.api.unit(name).await {
+            Ok(Some(unit)) => Ok(unit),
+            Ok(None) => {
+                io.warn(&format!("Unit {name} does not exist."));
+                Err(1)
+            }
+            Err(e) => {
+                io.warn(&format!("{failing}: {e}"));
+                Err(1)
+            }
+        }
+    }
+
+    /// `status`: `systemctl status -l` of each unit on its machine.
+    async fn status(&self, io: &mut Io<'_>, args: &[String], port: u16) -> i32 {
+        let mut globals = Vec::new();
+        for (i, arg) in args.iter().enumerate() {
+            let unit = match self.existing_unit(io, &mangle(arg), "Error retrieving unit").await {
+                Ok(unit) => unit,
+                Err(code) => return code,
+            };
+            if is_global(&unit) {
+                globals.push(unit.name);
+                continue;
+            }
+            if unit.current_state == "inactive" {
+                io.warn(&format!("Unit {} does not appear to be loaded.", unit.name));
+                return 1;
+            }
+            // The extra newline matches systemctl status's own output.
+            if i != 0 {
+                io.say("");
+            }
+            let argv = ["status".to_owned(), "-l".to_owned(), unit.name.clone()];
+            let code = self.run_on(io, &unit.machine_id, port, "systemctl", &argv).await;
+            if code != 0 {
+                return code;
+            }
+        }
+        if globals.is_empty() {
+            return 0;
+        }
+        // A global unit: its status on every machine that reports it.
+        let states = match self.api.unit_states().await {
+            Ok(states) => states,
+            Err(e) => {
+                io.warn(&format!("Error retrieving machine state for global units: {e}"));
+                return 1;
+            }
+        };
+        for state in states.iter().filter(|s| globals.contains(&s.name)) {
+            let argv = ["status".to_owned(), "-l".to_owned(), state.name.clone()];
+            if self.run_on(io, &state.machine_id, port, "systemctl", &argv).await != 0 {
+                io.warn(&format!(
+                    "Error retrieving machine state for global units: Error running systemctl status. machine id={}, unit name={}",
+                    state.machine_id, state.name
+                ));
+                return 1;
+            }
+        }
+        0
+    }
+
+    /// `journal`: `journalctl --unit` on the unit's machine.
+    async fn journal(&self, io: &mut Io<'_>, args: &[String], journal: &Journal, port: u16) -> i32 {
+        let [arg] = args else {
+            io.warn("One unit file must be provided.");
+            return 1;
+        };
+        let name = mangle(arg);
+        let unit = match self.existing_unit(io, &name, &format!("Error retrieving unit {name}")).await {
+            Ok(unit) => unit,
+            Err(code) => return code,
+        };
+        if is_global(&unit) {
+            io.warn(&format!("Unable to retrieve journal of global unit {name}."));
+            return 1;
+        }
+        if unit.current_state == "inactive" {
+            io.warn(&format!("Unit {name} does not appear to be running."));
+            return 1;
+        }
+        let mut argv = vec!["--unit".to_owned(), name, "--no-pager".to_owned(), "-n".to_owned()];
+        argv.extend([journal.lines.to_string(), "--output".to_owned(), journal.output.clone()]);
+        if journal.follow {
+            argv.push("-f".to_owned());
+        }
+        let (program, argv) =
+            if journal.sudo { ("sudo", [vec!["journalctl".to_owned()], argv].concat()) } else { ("journalctl", argv) };
+        self.run_on(io, &unit.machine_id, port, program, &argv).await
+    }
+
+    /// fleet's findAddressInMachineList: the address of the one machine
+    /// whose id starts with `prefix`.
+    async fn machine_address(&self, prefix: &str) -> Result<String, String> {
+        let machines = self.api.machines().await.map_err(|e| e.to_string())?;
+        let mut matching = machines.iter().filter(|m| m.id.starts_with(prefix));
+        let found = matching.next().ok_or("machine does not exist")?;
+        if matching.next().is_some() {
+            return Err("found more than one machine".to_owned());
+        }
+        Ok(found.primary_ip.clone())
+    }
+
+    /// fleet's findAddressInRunningUnits: the address of the machine a
+    /// unit is on (empty when it is on none).
+    async fn unit_address(&self, arg: &str) -> Result<String, String> {
+        let name = mangle(arg);
+        let unit = self.api.unit(&name).await.map_err(|e| e.to_string())?.ok_or("unit does not exist")?;
+        if is_global(&unit) {
+            return Err("global units unsupported".to_owned());
+        }
+        let machines = self.api.machines().await.map_err(|e| e.to_string())?;
+        Ok(machines.into_iter().find(|m| m.id == unit.machine_id).map(|m| m.primary_ip).unwrap_or_default())
+    }
+
+    /// `ssh`: a shell, or the command after the target, on a machine.
+    async fn ssh(&self, io: &mut Io<'_>, target: SshTarget, mut args: Vec<String>, agent: bool, port: u16) -> i32 {
+        let addr = match target {
+            SshTarget::Machine(prefix) => self.machine_address(&prefix).await,
+            SshTarget::Unit(unit) => self.unit_address(&unit).await,
+            SshTarget::Either if args.is_empty() => Err("one machine or unit must be provided".to_owned()),
+            SshTarget::Either => {
+                let lookup = args.remove(0);
+                match (self.machine_address(&lookup).await, self.unit_address(&lookup).await) {
+                    (Ok(_), Ok(unit)) if !unit.is_empty() => Err(format!(
+                        "ambiguous argument, both machine and unit found for `{lookup}`.\nPlease use flag `-m` or `-u` to refine the search"
+                    )),
+                    (Ok(machine), _) => Ok(machine),
+                    (_, Ok(unit)) if !unit.is_empty() => Ok(unit),
+                    _ => Err("could not find matching unit or machine".to_owned()),
+                }
+            }
+        };
+        let addr = match addr {
+            Ok(addr) if addr.is_empty() => {
+                io.warn("Could not determine address of machine.");
+                return 1;
+            }
+            Ok(addr) => addr,
+            Err(e) => {
+                io.warn(&format!("Unable to proceed: {e}"));
+                return 1;
+            }
+        };
+        // fleet's TrimToDashes: what follows `--`, if there is one.
+        if let Some(dashes) = args.iter().position(|a| a == "--") {
+            args.drain(..=dashes);
+        }
+        let command = (!args.is_empty()).then(|| args.join(" "));
+        match self.ssh.run(io, &addr, port, agent, command.as_deref()).await {
+            Ok(code) => code,
+            Err(e) if command.is_some() => {
+                io.warn(&format!("Failed running command over SSH: {e}"));
+                -1
+            }
+            Err(e) => {
+                io.warn(&format!("Failed opening shell over SSH: {e}"));
+                1
+            }
+        }
     }
 
     async fn list_units(&self, io: &mut Io<'_>, listing: &Listing) -> i32 {

@@ -9,8 +9,8 @@ use ferrite_fleet::engine::{Engine, EngineSettings};
 use ferrite_fleet::registry::{MachineState, Registry, TargetState};
 use ferrite_fleet::unit_file::UnitFile;
 
-use crate::store::Store;
 use ferrite_fleet::agent::memory::MemoryUnits;
+use ferrite_store::testing::OneMember as Store;
 
 fn settings(id: &str) -> AgentSettings {
     AgentSettings {

@@ -6,7 +6,7 @@ use ferrite_fleet::registry::{MachineState, Registry, UnitStateRecord};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::store::Store;
+use ferrite_store::testing::OneMember as Store;
 
 struct Served {
     base: String,

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use ferrite_fleet::engine::{Engine, EngineSettings};
-use ferrite_fleet::registry::{MachineState, Registry, TargetState};
+use ferrite_fleet::registry::{MachineState, Registry, TargetState, UnitStateRecord};
 use ferrite_fleet::unit_file::UnitFile;
 
-use crate::store::Store;
+use ferrite_store::testing::OneMember as Store;
 
 fn engine(registry: &Registry, id: &str) -> Engine {
     let settings = EngineSettings { machine_id: id.into(), interval: Duration::from_millis(200), watches: false };
@@ -53,9 +53,22 @@ async fn one_engine_leads_places_units_and_another_takes_over() {
     }
     assert!(took_over, "the second engine never took the lease over");
 
-    // m1 goes: its units move to m2 and m1's plan is forgotten.
+    // m1 goes: its units move to m2, and m1's plan and the unit states it
+    // reported are forgotten (m2's stay).
+    for (unit, machine) in [("u0.service", "m1"), ("u1.service", "m1"), ("u2.service", "m2")] {
+        let state = UnitStateRecord {
+            name: unit.into(),
+            machine_id: machine.into(),
+            active_state: "active".into(),
+            ..UnitStateRecord::default()
+        };
+        registry.put_unit_state(&state).await.unwrap();
+    }
     registry.remove_machine("m1").await.unwrap();
     assert!(second.tick().await.unwrap());
+    let states = registry.unit_states().await.unwrap();
+    let reported: Vec<(&str, &str)> = states.iter().map(|s| (s.name.as_str(), s.machine_id.as_str())).collect();
+    assert_eq!(reported, [("u2.service", "m2")]);
     let jobs = registry.jobs().await.unwrap();
     assert!(jobs.iter().all(|j| j.target.as_deref() == Some("m2")), "{jobs:?}");
     let plans = registry.plans().await.unwrap();

@@ -10,8 +10,8 @@ use ferrite_fleet::engine::{Engine, EngineSettings};
 use ferrite_fleet::fleetctl::{run, Cli, Io};
 use ferrite_fleet::registry::{MachineState, Registry};
 
-use crate::store::Store;
 use ferrite_fleet::agent::memory::MemoryUnits;
+use ferrite_store::testing::OneMember as Store;
 
 struct Cluster {
     endpoint: String,

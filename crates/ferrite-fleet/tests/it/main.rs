@@ -6,4 +6,3 @@ mod engine;
 mod fleetctl;
 mod fleetd;
 mod registry;
-mod store;

@@ -6,7 +6,7 @@ use ferrite_etcd_client::GetOptions;
 use ferrite_fleet::registry::{MachineState, PlanEntry, Registry, TargetState, UnitStateRecord};
 use ferrite_fleet::unit_file::UnitFile;
 
-use crate::store::Store;
+use ferrite_store::testing::OneMember as Store;
 
 const HELLO: &str = "[Service]\nExecStart=/bin/bash -c \"while true; do echo Hello, World!; sleep 1; done\"\n";
 

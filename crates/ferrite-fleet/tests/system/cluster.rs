@@ -1,6 +1,15 @@
 //! Three machines, each a systemd container running ferrite-store (one
 //! 3-member cluster) and ferrite-fleetd.
+//!
+//! Every machine can run Docker containers: the host's engine is lent to
+//! it (its socket bind-mounted at `/run/docker.sock`, the host's `docker`
+//! CLI copied in), and `docker.service` there is a stand-in that is active
+//! once that engine answers, so units written for a real machine
+//! (`Requires=docker.service`, `/usr/bin/docker run ...`) run unchanged.
+//! Their containers run on the host's engine, beside the machines, and
+//! publish their ports on the host.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -31,31 +40,51 @@ impl Drop for Cluster {
 
 impl Machine {
     /// A container on `network` with the binaries (and Debian's etcdctl,
-    /// to read the store) in /usr/local/bin.
+    /// to read the store) in /usr/local/bin, and the host's Docker engine.
     fn create(network: &Network, name: &str) -> Result<Machine> {
-        let container = SystemdContainer::start_on(network, name)?;
+        let container =
+            SystemdContainer::start_on_with(network, name, &["-v", "/var/run/docker.sock:/run/docker.sock"])?;
         let ip = container.ip()?;
         let id = container.sh("cat /etc/machine-id")?.trim().to_owned();
         for bin in ["ferrite-store", "ferrite-fleetd", "ferrite-fleetctl"] {
             container.copy_in(&workspace_bin(bin), &format!("/usr/local/bin/{bin}"))?;
         }
         container.copy_in(std::path::Path::new("/usr/bin/etcdctl"), "/usr/local/bin/etcdctl")?;
+        container.copy_in(std::path::Path::new("/usr/bin/docker"), "/usr/bin/docker")?;
+        container.write(
+            "/etc/systemd/system/docker.service",
+            "[Unit]\nDescription=Docker (the host's engine, through /run/docker.sock)\n\
+             [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/usr/bin/docker version\n",
+        )?;
         Ok(Machine { container, name: name.to_owned(), ip, id })
     }
 
+    /// fleetd as the image runs it: the shipped socket unit, a service
+    /// that takes its socket and reloads on SIGHUP, and the machine's
+    /// metadata in `/etc/fleet/fleet.conf`.
     fn write_fleetd_unit(&self, etcd: &str) -> Result<()> {
+        let socket =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../os-config/usr/lib/systemd/system/ferrite-fleetd.socket");
+        self.container.copy_in(&socket, "/etc/systemd/system/ferrite-fleetd.socket")?;
+        self.write_fleet_conf(&format!("hostname={}", self.name))?;
         self.container.write(
             "/etc/systemd/system/ferrite-fleetd.service",
             &format!(
-                "[Unit]\nDescription=ferrite-fleetd\nAfter=ferrite-store.service\n[Service]\nType=notify\n\
+                "[Unit]\nDescription=ferrite-fleetd\nAfter=ferrite-store.service ferrite-fleetd.socket\n\
+                 Wants=ferrite-fleetd.socket\n[Service]\nType=notify\n\
                  Environment=FLEET_ETCD_SERVERS={etcd}\n\
-                 Environment=FLEET_PUBLIC_IP={ip}\nEnvironment=FLEET_METADATA=hostname={name}\n\
+                 Environment=FLEET_PUBLIC_IP={ip}\n\
                  Environment=FLEET_AGENT_TTL={AGENT_TTL_SECS}s\nEnvironment=FLEET_ENGINE_RECONCILE_INTERVAL=1\n\
-                 ExecStart=/usr/local/bin/ferrite-fleetd\n",
-                name = self.name,
+                 ExecStart=/usr/local/bin/ferrite-fleetd\nExecReload=/bin/kill -HUP $MAINPID\n",
                 ip = self.ip
             ),
         )
+    }
+
+    /// `/etc/fleet/fleet.conf` with this machine's metadata.
+    pub fn write_fleet_conf(&self, metadata: &str) -> Result<()> {
+        self.container.sh("mkdir -p /etc/fleet")?;
+        self.container.write("/etc/fleet/fleet.conf", &format!("metadata=\"{metadata}\"\n"))
     }
 
     /// `ETCDCTL_API=2 etcdctl get KEY` against this machine's store.
@@ -133,6 +162,26 @@ impl Cluster {
         self.wait_for(&format!("{name} to register"), Duration::from_secs(60), |c| {
             Ok(c.machines[0].fleetctl(&["list-machines", "--no-legend"])?.1.lines().count() == count)
         })
+    }
+
+    /// OpenSSH between the machines: each gets a host key of its own and
+    /// a user `core` (in systemd-journal, as on CoreOS); a key pair made on
+    /// m0 is authorized for `core` and `root` everywhere.
+    pub fn enable_ssh(&self) -> Result<()> {
+        let m0 = &self.machines[0].container;
+        m0.sh("mkdir -p /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519")?;
+        let key = m0.sh("cat /root/.ssh/id_ed25519.pub")?;
+        for m in &self.machines {
+            m.container.sh(&format!(
+                "useradd -m -G systemd-journal -p '*' core && \
+                 for d in /root/.ssh /home/core/.ssh; do mkdir -p $d && echo '{key}' >> $d/authorized_keys; done && \
+                 chown -R core: /home/core/.ssh && \
+                 rm -f /etc/ssh/ssh_host_* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && \
+                 systemctl restart ssh",
+                key = key.trim()
+            ))?;
+        }
+        Ok(())
     }
 
     /// The machine that holds the engine lease.

@@ -33,15 +33,7 @@ fn ping_image(sfx: &str) -> Imported {
 }
 
 async fn store(kind: ServerKind) -> Cluster {
-    match kind {
-        ServerKind::Etcd => Cluster::start(ServerKind::Etcd, 1).await.unwrap(),
-        ServerKind::Ferrite => Cluster::builder(ServerKind::Ferrite)
-            .members(1)
-            .ferrite_bin(workspace_bin("ferrite-store"))
-            .start()
-            .await
-            .unwrap(),
-    }
+    Cluster::start(kind, 1).await.unwrap()
 }
 
 struct Registrator {

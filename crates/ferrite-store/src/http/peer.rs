@@ -82,9 +82,9 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
 // Forwarded client work travels as JSON (see [`Encoding`]).
 
 async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(Encoding::Json, &body, |req: Request| async move {
-        let answer: Result<Proposed, NodeError> = node.propose_forwarded(req).await;
-        answer
+    rpc(Encoding::Json, &body, |requests: Vec<Request>| async move {
+        let answers: Vec<Result<Proposed, NodeError>> = node.propose_forwarded(requests).await;
+        answers
     })
     .await
 }

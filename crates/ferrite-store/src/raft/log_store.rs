@@ -21,6 +21,11 @@
 //! append's).
 //! A failed write truncates the file back to where it was and poisons the
 //! writer: every later write fails too, so the file never gets a hole.
+//!
+//! With [`LogStoreOptions::member`] set, the leader's own appends are
+//! acknowledged before their fsync, so replication starts at once; the
+//! writer publishes what is synced through [`Durability`], which holds back
+//! commitment until then (see [`super::durability`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -36,8 +41,9 @@ use openraft::{AnyError, RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::durability::{Durability, SyncedSender};
 use super::durable::{self, FileError, FileKind, Frame, OpenError, FILE_HEADER_LEN};
-use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 const LOG_FILE: &str = "log";
 const VOTE_FILE: &str = "vote";
@@ -60,17 +66,28 @@ pub struct LogStoreOptions {
     /// Compaction rewrites the log file after a purge once the file is at
     /// least this large and over twice the size of the live entries.
     pub compact_min_bytes: u64,
+    /// The member this log belongs to. When set, its appends as leader
+    /// are acknowledged before their fsync, and commitment waits for it
+    /// through [`LogStore::durability`] instead.
+    pub member: Option<NodeId>,
     /// Test seam: pretend the disk fills after this many more bytes.
     #[cfg(test)]
     pub(crate) space_left: Option<u64>,
+    /// Test seam: the writer takes this lock before each write, so a test
+    /// holding it stalls the disk.
+    #[cfg(test)]
+    pub(crate) disk: Arc<Mutex<()>>,
 }
 
 impl Default for LogStoreOptions {
     fn default() -> LogStoreOptions {
         LogStoreOptions {
             compact_min_bytes: 8 << 20,
+            member: None,
             #[cfg(test)]
             space_left: None,
+            #[cfg(test)]
+            disk: Arc::default(),
         }
     }
 }
@@ -219,6 +236,7 @@ impl LogMem {
 pub struct LogStore {
     mem: Arc<Mutex<LogMem>>,
     writer: WriterHandle,
+    durability: Durability,
     options: LogStoreOptions,
 }
 
@@ -271,8 +289,11 @@ impl LogStore {
                 discarded = bytes.len() - good_end,
                 "discarding a torn write at the end of the log"
             );
-            file.set_len(good_end as u64).and_then(|()| file.sync_all()).map_err(io_err(&path))?;
+            file.set_len(good_end as u64).map_err(io_err(&path))?;
         }
+        // What was replayed may still be only in the page cache (a crash
+        // between a write and its fsync): make it as durable as it looks.
+        file.sync_all().map_err(io_err(&path))?;
         mem.file_bytes = good_end as u64;
         mem.vote = match durable::read_single(&dir.join(VOTE_FILE), &VOTE_KIND)? {
             Some(payload) => Some(postcard::from_bytes(&payload).map_err(|source| OpenError::Decode {
@@ -291,7 +312,11 @@ impl LogStore {
             "opened raft log"
         );
 
+        let last_index = mem.last_log_id().map_or(0, |id| id.index);
+        let (synced, durability) = SyncedSender::new(last_index);
         let writer = Writer {
+            synced,
+            written_upto: last_index,
             dir: dir.to_owned(),
             path,
             file,
@@ -301,6 +326,8 @@ impl LogStore {
             _lock: lock_file,
             #[cfg(test)]
             space_left: options.space_left,
+            #[cfg(test)]
+            disk: Arc::clone(&options.disk),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -310,18 +337,36 @@ impl LogStore {
         Ok(LogStore {
             mem: Arc::new(Mutex::new(mem)),
             writer: WriterHandle { tx: Some(tx), thread: Some(thread) },
+            durability,
             options,
         })
+    }
+
+    /// How far this log is on disk.
+    pub fn durability(&self) -> Durability {
+        self.durability.clone()
     }
 
     /// Applies `record` to the in-memory log and queues it for the writer.
     fn record(&mut self, record: Record, done: Done) -> Result<(), WriteError> {
         let mut bytes = Vec::new();
         encode_record(&record, &mut bytes)?;
+        let extent = match &record {
+            Record::Append(entries) => entries.last().map(|e| Extent::Upto(e.log_id.index)),
+            Record::Truncate { since } => Some(Extent::Truncated { since: *since }),
+            Record::Purge { .. } | Record::Committed(_) => None,
+        };
         let mut mem = lock(&self.mem);
         mem.apply(record, bytes.len() as u64).map_err(WriteError::Refused)?;
         mem.file_bytes += bytes.len() as u64;
-        self.writer.send(Op::Log { bytes, done })
+        self.writer.send(Op::Log { bytes, extent, done })
+    }
+
+    /// Whether an append now is this member's own, as the leader: its
+    /// vote is a committed vote for itself.
+    fn appends_as_leader(&self) -> bool {
+        let Some(me) = self.options.member else { return false };
+        lock(&self.mem).vote.is_some_and(|vote| vote.committed && vote.leader_id.voted_for() == Some(me))
     }
 
     /// Queues `record` and waits until it is on disk.
@@ -456,7 +501,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not awaited: a lost commit point only means re-applying less on
         // restart. A failure still poisons the writer, so the next append
         // reports it.
-        Ok(self.record(Record::Committed(committed), Done::Unawaited("save the committed log id"))?)
+        Ok(self
+            .record(Record::Committed(committed), Done::Unawaited { what: "save the committed log id", sync: false })?)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -472,7 +518,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if entries.is_empty() {
             // Nothing to write, but the callback still waits for every
             // write queued before it.
-            self.writer.send(Op::Log { bytes: Vec::new(), done: Done::Flushed(callback) })?;
+            self.writer.send(Op::Log { bytes: Vec::new(), extent: None, done: Done::Flushed(callback) })?;
+            return Ok(());
+        }
+        if self.appends_as_leader() {
+            // In memory now, so replication can read them; the writer
+            // syncs them next and `durability` says when (see there).
+            if let Some(reason) = self.durability.failure() {
+                return Err(WriteError::Io(io::Error::other(reason)).into());
+            }
+            self.record(Record::Append(entries), Done::Unawaited { what: "append the leader's entries", sync: true })?;
+            callback.log_io_completed(Ok(()));
             return Ok(());
         }
         Ok(self.record(Record::Append(entries), Done::Flushed(callback))?)
@@ -489,7 +545,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not awaited (openraft allows a purge to finish later): purged
         // entries that come back after a crash are only ones a snapshot
         // already holds. A failure poisons the writer like any other.
-        self.record(Record::Purge { upto: log_id }, Done::Unawaited("purge the log"))?;
+        self.record(Record::Purge { upto: log_id }, Done::Unawaited { what: "purge the log", sync: false })?;
         let mut mem = lock(&self.mem);
         if !mem.should_compact(self.options.compact_min_bytes) {
             return Ok(());
@@ -498,7 +554,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(file) => {
                 mem.file_bytes = file.len() as u64;
                 drop(mem);
-                self.writer.send(Op::Compact { file, done: Done::Unawaited("compact the log") })?;
+                self.writer
+                    .send(Op::Compact { file, done: Done::Unawaited { what: "compact the log", sync: false } })?;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot encode a compacted log; keeping the old file")
@@ -512,14 +569,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 enum Done {
     Flushed(LogFlushed<TypeConfig>),
     Reply(oneshot::Sender<io::Result<()>>),
-    /// Nobody waits; a failure is logged as failing to do this.
-    Unawaited(&'static str),
+    /// Nobody waits; a failure is logged as failing to do this. With
+    /// `sync`, it is fsynced at once all the same.
+    Unawaited {
+        what: &'static str,
+        sync: bool,
+    },
 }
 
 impl Done {
     /// Whether the write must be on disk before this completes.
     fn needs_sync(&self) -> bool {
-        !matches!(self, Done::Unawaited(_))
+        !matches!(self, Done::Unawaited { sync: false, .. })
     }
 
     fn complete(self, result: io::Result<()>) {
@@ -528,7 +589,7 @@ impl Done {
             // The waiter may have gone away (its future dropped); nothing
             // else needs the answer.
             Done::Reply(tx) => drop(tx.send(result)),
-            Done::Unawaited(what) => {
+            Done::Unawaited { what, .. } => {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "cannot {what}");
                 }
@@ -539,12 +600,21 @@ impl Done {
 
 /// A write for the writer thread.
 enum Op {
-    /// Frames to append to the log file.
-    Log { bytes: Vec<u8>, done: Done },
+    /// Frames to append to the log file, and what they do to its entries.
+    Log { bytes: Vec<u8>, extent: Option<Extent>, done: Done },
     /// A new vote file.
     Vote { payload: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
     /// A whole new log file to replace the current one.
     Compact { file: Vec<u8>, done: Done },
+}
+
+/// What a write does to the entries the file holds.
+#[derive(Debug, Clone, Copy)]
+enum Extent {
+    /// Entries up to this index follow.
+    Upto(u64),
+    /// Entries from `since` on are removed.
+    Truncated { since: u64 },
 }
 
 /// The store's side of the writer thread: dropping it closes the queue
@@ -577,6 +647,10 @@ impl Drop for WriterHandle {
 
 /// Owns the log file; runs on its own thread.
 struct Writer {
+    /// Where the last index on disk is published.
+    synced: SyncedSender,
+    /// The last entry index written (synced or not).
+    written_upto: u64,
     dir: PathBuf,
     path: PathBuf,
     file: File,
@@ -591,6 +665,16 @@ struct Writer {
     _lock: File,
     #[cfg(test)]
     space_left: Option<u64>,
+    #[cfg(test)]
+    disk: Arc<Mutex<()>>,
+}
+
+/// Consecutive log writes that share one write and one fsync.
+#[derive(Default)]
+struct Group {
+    bytes: Vec<u8>,
+    extents: Vec<Extent>,
+    dones: Vec<Done>,
 }
 
 impl Writer {
@@ -624,7 +708,10 @@ impl Writer {
             return;
         }
         match self.file.sync_data() {
-            Ok(()) => self.unsynced = false,
+            Ok(()) => {
+                self.unsynced = false;
+                self.synced.synced(self.written_upto);
+            }
             Err(e) => self.fail(&FileError::new("fsync", &self.path, e).into_io()),
         }
     }
@@ -632,27 +719,31 @@ impl Writer {
     /// Writes a group of queued ops in order. Log frames that follow each
     /// other share one write and one fsync.
     fn handle(&mut self, ops: Vec<Op>) {
-        let mut bytes = Vec::new();
-        let mut dones = Vec::new();
+        let mut group = Group::default();
         for op in ops {
             match op {
-                Op::Log { bytes: more, done } => {
-                    bytes.extend_from_slice(&more);
-                    dones.push(done);
+                Op::Log { bytes, extent, done } => {
+                    if let Some(Extent::Truncated { since }) = extent {
+                        // Lowering what counts as synced is safe at once.
+                        self.synced.truncated(since.saturating_sub(1));
+                    }
+                    group.bytes.extend_from_slice(&bytes);
+                    group.extents.extend(extent);
+                    group.dones.push(done);
                 }
                 Op::Vote { payload, done } => {
-                    self.flush(&mut bytes, &mut dones);
+                    self.flush(&mut group);
                     let result = self.check().and_then(|()| self.write_vote(&payload));
                     drop(done.send(result));
                 }
                 Op::Compact { file, done } => {
-                    self.flush(&mut bytes, &mut dones);
+                    self.flush(&mut group);
                     let result = self.check().and_then(|()| self.compact(&file));
                     done.complete(result);
                 }
             }
         }
-        self.flush(&mut bytes, &mut dones);
+        self.flush(&mut group);
     }
 
     fn check(&self) -> io::Result<()> {
@@ -667,25 +758,38 @@ impl Writer {
     fn fail(&mut self, e: &io::Error) {
         tracing::error!(path = %self.path.display(), error = %e, "raft log write failed; refusing further writes");
         self.failed = Some((e.kind(), e.to_string()));
+        self.synced.failed(e.to_string());
     }
 
-    fn flush(&mut self, bytes: &mut Vec<u8>, dones: &mut Vec<Done>) {
-        if dones.is_empty() {
+    fn flush(&mut self, group: &mut Group) {
+        if group.dones.is_empty() {
             return;
         }
-        let sync = dones.iter().any(Done::needs_sync);
-        let result = self.check().and_then(|()| self.append(bytes, sync));
-        if let Err(e) = &result {
-            self.fail(e);
+        let sync = group.dones.iter().any(Done::needs_sync);
+        let result = self.check().and_then(|()| self.append(&group.bytes, sync));
+        match &result {
+            Ok(()) => {
+                for extent in group.extents.drain(..) {
+                    self.written_upto = match extent {
+                        Extent::Upto(index) => index,
+                        Extent::Truncated { since } => self.written_upto.min(since.saturating_sub(1)),
+                    };
+                }
+                if !self.unsynced {
+                    self.synced.synced(self.written_upto);
+                }
+            }
+            Err(e) => self.fail(e),
         }
-        for done in dones.drain(..) {
+        group.extents.clear();
+        for done in group.dones.drain(..) {
             let copy = match &result {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             };
             done.complete(copy);
         }
-        bytes.clear();
+        group.bytes.clear();
     }
 
     /// Appends and, with `sync`, fdatasyncs (it and every unsynced write
@@ -712,6 +816,10 @@ impl Writer {
 
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         #[cfg(test)]
+        let _disk = Arc::clone(&self.disk);
+        #[cfg(test)]
+        let _disk = _disk.lock().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(test)]
         if let Some(left) = &mut self.space_left {
             if bytes.len() as u64 > *left {
                 let fits = *left as usize;
@@ -736,6 +844,7 @@ impl Writer {
     /// Failing before the rename leaves the old file in use, which is
     /// fine; failing after it is fatal.
     fn compact(&mut self, file: &[u8]) -> io::Result<()> {
+        let started = std::time::Instant::now();
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
         let prepared = OpenOptions::new()
             .create(true)
@@ -769,7 +878,10 @@ impl Writer {
         let synced = durable::sync_dir(&self.dir).map_err(FileError::into_io);
         match synced {
             Ok(()) => {
-                tracing::info!(path = %self.path.display(), bytes = file.len(), "compacted the raft log");
+                // Appends wait meanwhile: the time says what it cost them.
+                let took_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(path = %self.path.display(), bytes = file.len(), took_ms, "compacted the raft log");
+                self.synced.synced(self.written_upto);
                 Ok(())
             }
             Err(e) => {
@@ -881,6 +993,64 @@ mod tests {
         let (mem, end) = replay(&dir.path().join(LOG_FILE), &bytes).unwrap();
         assert_eq!(end, bytes.len());
         assert_eq!(mem.entries.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    /// A log of member 1 with a committed vote for `leader`, and the lock
+    /// that stalls its disk.
+    async fn log_of_member_1(dir: &Path, leader: NodeId, space_left: Option<u64>) -> (LogStore, Arc<Mutex<()>>) {
+        let options = LogStoreOptions { member: Some(1), space_left, ..LogStoreOptions::default() };
+        let disk = Arc::clone(&options.disk);
+        let mut store = LogStore::open_with(dir, options).unwrap();
+        store.save_vote(&RaftVote::new_committed(2, leader)).await.unwrap();
+        (store, disk)
+    }
+
+    const BRIEFLY: std::time::Duration = std::time::Duration::from_millis(200);
+
+    #[tokio::test]
+    // The guard stalls the writer thread, which takes the lock blocking.
+    #[allow(clippy::await_holding_lock)]
+    async fn the_leaders_appends_are_acknowledged_at_once_and_synced_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, disk) = log_of_member_1(dir.path(), 1, None).await;
+        let durability = store.durability();
+        let stalled = disk.lock().unwrap();
+        // The raft core gets its callback (and replicates) with the disk
+        // stalled...
+        let appended = tokio::time::timeout(BRIEFLY * 10, append(&mut store, (1..=3).map(|i| blank(2, i)).collect()));
+        appended.await.expect("acknowledged without the disk").unwrap();
+        assert_eq!(indexes(&all(&mut store).await), vec![1, 2, 3]);
+        // ...but nothing counts as on disk until it is.
+        assert!(tokio::time::timeout(BRIEFLY, durability.wait(1)).await.is_err());
+        drop(stalled);
+        durability.wait(3).await.unwrap();
+        let bytes = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        let (mem, _) = replay(&dir.path().join(LOG_FILE), &bytes).unwrap();
+        assert_eq!(mem.entries.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    // The guard stalls the writer thread, which takes the lock blocking.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_followers_appends_are_acknowledged_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, disk) = log_of_member_1(dir.path(), 2, None).await;
+        let stalled = disk.lock().unwrap();
+        let appended = tokio::time::timeout(BRIEFLY, append(&mut store, (1..=3).map(|i| blank(2, i)).collect()));
+        assert!(appended.await.is_err(), "a follower answered its leader before its fsync");
+        drop(stalled);
+        store.durability().wait(3).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_leader_write_fails_the_wait_and_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _disk) = log_of_member_1(dir.path(), 1, Some(10)).await;
+        append(&mut store, vec![blank(2, 1)]).await.unwrap();
+        let err = store.durability().wait(1).await.unwrap_err();
+        assert!(err.contains("cannot be written"), "{err}");
+        let err = append(&mut store, vec![blank(2, 2)]).await.unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Consensus: openraft's types, the durable log, the state machine around
 //! the v2 store, and the peer network.
 
+pub mod durability;
 mod durable;
 pub mod log_store;
 pub mod network;

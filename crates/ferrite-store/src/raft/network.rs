@@ -18,9 +18,11 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::AnyError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::durability::Durability;
 use super::types::{NodeId, PeerNode, TypeConfig};
 
 /// Links that tests have cut or slowed, by (from, to).
@@ -140,6 +142,7 @@ pub struct Network {
     http: reqwest::Client,
     faults: Faults,
     stats: PeerStats,
+    durability: Option<Durability>,
 }
 
 impl Network {
@@ -150,7 +153,14 @@ impl Network {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Network { me, http, faults, stats }
+        Network { me, http, faults, stats, durability: None }
+    }
+
+    /// Tells followers of a commit only once the local log has it on disk
+    /// (see `durability`): the leader acknowledges its own appends early.
+    pub fn commit_when_synced(mut self, durability: Durability) -> Network {
+        self.durability = Some(durability);
+        self
     }
 }
 
@@ -165,6 +175,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             http: self.http.clone(),
             faults: self.faults.clone(),
             stats: self.stats.clone(),
+            durability: self.durability.clone(),
         }
     }
 }
@@ -178,6 +189,7 @@ pub struct PeerClient {
     stats: PeerStats,
     http: reqwest::Client,
     faults: Faults,
+    durability: Option<Durability>,
 }
 
 /// Why a peer call failed before the peer answered.
@@ -320,6 +332,18 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        if let (Some(durability), Some(commit)) = (&self.durability, rpc.leader_commit) {
+            // Usually the fsync already under way for the entry that just
+            // reached a quorum of followers.
+            match tokio::time::timeout(option.hard_ttl(), durability.wait(commit.index)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(RPCError::Network(NetworkError::new(&AnyError::error(reason)))),
+                Err(_) => {
+                    let reason = format!("the leader's log is not yet on disk up to the commit {commit}");
+                    return Err(RPCError::Network(NetworkError::new(&AnyError::error(reason))));
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let answer = self.rpc("/raft/append", &rpc, &option).await;
         self.stats.record(self.target, answer.is_ok().then(|| started.elapsed()));
@@ -341,5 +365,38 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
         self.rpc("/raft/vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::log_id;
+    use openraft::Vote;
+
+    use super::*;
+    use crate::raft::durability::SyncedSender;
+
+    #[tokio::test]
+    async fn a_commit_reaches_followers_only_once_the_leader_has_it_on_disk() {
+        // Nothing listens here: once the gate opens, the call fails fast.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let (synced, durability) = SyncedSender::new(4);
+        let mut network = Network::new(1, Faults::default(), PeerStats::default()).commit_when_synced(durability);
+        let node = PeerNode { peer_urls: vec![url] };
+        let mut client = network.new_client(2, &node).await;
+        let rpc = || AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(1, 1, 4)),
+            entries: Vec::new(),
+            leader_commit: Some(log_id(1, 1, 5)),
+        };
+        let option = || RPCOption::new(Duration::from_secs(5));
+        let held = tokio::time::timeout(Duration::from_millis(200), client.append_entries(rpc(), option())).await;
+        assert!(held.is_err(), "told a follower of a commit the leader had not synced");
+        synced.synced(5);
+        let sent = tokio::time::timeout(Duration::from_secs(5), client.append_entries(rpc(), option())).await;
+        assert!(matches!(sent, Ok(Err(RPCError::Unreachable(_)))), "{sent:?}");
     }
 }

@@ -27,6 +27,7 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::durability::Durability;
 use super::durable::{self, FileKind, OpenError, FILE_HEADER_LEN};
 use super::types::{Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::v2store::{self, Store, UnixNanos};
@@ -255,9 +256,18 @@ pub struct StateMachine {
     dir: PathBuf,
     shared: SharedState,
     current: Arc<tokio::sync::Mutex<Option<StoredSnapshot>>>,
+    /// When the log acknowledges the leader's appends before their fsync,
+    /// entries are applied only once synced (see `durability`).
+    durability: Option<Durability>,
 }
 
 impl StateMachine {
+    /// Applies entries only once `durability` says they are on disk.
+    pub fn apply_when_synced(mut self, durability: Durability) -> StateMachine {
+        self.durability = Some(durability);
+        self
+    }
+
     /// Opens the state machine in `dir`, restoring the snapshot there if
     /// there is one.
     pub fn open(dir: &Path) -> Result<StateMachine, OpenError> {
@@ -285,6 +295,7 @@ impl StateMachine {
             }
         };
         Ok(StateMachine {
+            durability: None,
             dir: dir.to_owned(),
             shared: SharedState::new(state),
             current: Arc::new(tokio::sync::Mutex::new(current)),
@@ -370,6 +381,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durability), Some(last)) = (&self.durability, entries.last()) {
+            durability
+                .wait(last.log_id.index)
+                .await
+                .map_err(|reason| StorageIOError::apply(last.log_id, AnyError::error(reason)))?;
+        }
         let now = now_nanos();
         let (replies, last_applied) = {
             let mut state = self.shared.lock();
@@ -454,6 +472,20 @@ mod tests {
             .with_store(|store| store.get(key, false, false, now_nanos()))
             .ok()
             .and_then(|applied| applied.event.node.value)
+    }
+
+    #[tokio::test]
+    async fn entries_are_applied_only_once_the_log_has_them_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (synced, durability) = crate::raft::durability::SyncedSender::new(1);
+        let mut sm = StateMachine::open(dir.path()).unwrap().apply_when_synced(durability);
+        let entries = || vec![members_1_2(), publish(2, 1, "infra0")];
+        let early = tokio::time::timeout(Duration::from_millis(200), sm.apply(entries())).await;
+        assert!(early.is_err(), "applied entries the leader had not synced");
+        assert_eq!(sm.shared().last_applied(), None);
+        synced.synced(2);
+        sm.apply(entries()).await.unwrap();
+        assert_eq!(sm.shared().last_applied(), Some(log_id(1, 1, 2)));
     }
 
     #[tokio::test]
