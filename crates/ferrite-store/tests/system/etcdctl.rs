@@ -6,6 +6,10 @@
 //! - `ARGS...`: run `etcdctl --endpoints URL ARGS...` and compare;
 //! - `bg ARGS...`: start `etcdctl ARGS...` in the background (a watch) and
 //!   wait until the server counts one more watcher;
+//! - `bg-wait N`: wait until the background command has printed N lines (at
+//!   most 5 s). `exec-watch` runs its command for each event in a goroutine
+//!   of its own, so two events in quick succession print in either order;
+//!   waiting between them makes the order the one the events had;
 //! - `bg-stop N`: wait until the background command has printed N lines (at
 //!   most 5 s) and then for 300 ms more (so nothing extra goes unseen), stop
 //!   it and compare what it printed.
@@ -107,13 +111,20 @@ const CASES: &[(&str, &[&str])] = &[
         &[
             "bg exec-watch printenv ETCD_WATCH_ACTION ETCD_WATCH_KEY ETCD_WATCH_VALUE -- $K/a",
             "set $K/a one",
+            "bg-wait 3",
             "set $K/a two",
             "bg-stop 6",
         ],
     ),
     (
         "exec-watch-recursive",
-        &["bg exec-watch -r $K -- printenv ETCD_WATCH_ACTION ETCD_WATCH_KEY", "set $K/x one", "rm $K/x", "bg-stop 4"],
+        &[
+            "bg exec-watch -r $K -- printenv ETCD_WATCH_ACTION ETCD_WATCH_KEY",
+            "set $K/x one",
+            "bg-wait 2",
+            "rm $K/x",
+            "bg-stop 4",
+        ],
     ),
     ("unknown-command", &["frobnicate $K"]),
     ("member-list", &["member list", "cluster-health"]),
@@ -209,14 +220,14 @@ impl Side {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
+                Some("bg-wait") => {
+                    let process = background.as_ref().context("bg-wait without bg")?;
+                    wait_for_lines(process.log_path(), words[1].parse()?).await;
+                }
                 Some("bg-stop") => {
-                    let lines: usize = words[1].parse()?;
                     let mut process = background.take().context("bg-stop without bg")?;
                     let log = process.log_path().to_owned();
-                    let deadline = Instant::now() + BACKGROUND_TIMEOUT;
-                    while read_lossy(&log).lines().count() < lines && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                    wait_for_lines(&log, words[1].parse()?).await;
                     tokio::time::sleep(BACKGROUND_SETTLE).await;
                     process.kill()?;
                     let printed =
@@ -227,6 +238,14 @@ impl Side {
             }
         }
         Ok(results)
+    }
+}
+
+/// Waits (up to a bound) until a background command's log has `lines` lines.
+async fn wait_for_lines(log: &Path, lines: usize) {
+    let deadline = Instant::now() + BACKGROUND_TIMEOUT;
+    while read_lossy(log).lines().count() < lines && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
