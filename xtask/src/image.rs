@@ -131,6 +131,10 @@ pub fn bench(root: &Path, cold: bool, write: bool) -> Result<()> {
     table.push_str(&format!("| boot to multi-user, systemd-analyze in the guest | {} |\n", field("boot")));
     table.push_str(&format!("| QEMU start to the guest's boot report | {} |\n", wall.trim_start_matches("booted in ")));
     table.push_str(&format!("| slowest units (systemd-analyze blame) | {} |\n", field("slowest").replace(',', ", ")));
+    table.push_str(&format!(
+        "| what multi-user.target waited on (systemd-analyze critical-chain) | {} |\n",
+        field("chain").replace(',', ", ")
+    ));
     println!("{table}");
     if write {
         let path = root.join("BENCHMARKS.md");

@@ -149,8 +149,9 @@ const HOST_PACKAGES: &[&str] = &[
 /// Debian packages the image builder and the VM tier use: mkosi (with
 /// debootstrap and systemd-nspawn) for the OS tree, the filesystem and
 /// verity tools that assemble the disk without mounting, QEMU with OVMF
-/// and iPXE to boot it, an SSH client to drive the guest, and xorriso for
-/// the config drive a VM test attaches.
+/// and iPXE to boot it, an SSH client to drive the guest, strip (binutils)
+/// for the binaries that go into /usr, and xorriso for the config drive a
+/// VM test attaches.
 pub const IMAGE_PACKAGES: &[&str] = &[
     "mkosi",
     "debootstrap",
@@ -168,6 +169,7 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "openssh-client",
     "cpio",
     "zstd",
+    "binutils",
     "xorriso",
 ];
 

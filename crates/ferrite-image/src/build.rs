@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::derive::{self, hex, sha256, unhex};
 use crate::entry::{self, Slot};
-use crate::gpt::{Entry, Table, SECTOR};
+use crate::gpt::{Entry, Guid, Table, SECTOR};
 use crate::layout::{Layout, Role, Sizes};
 use crate::manifest::{self, Manifest};
 use crate::tools::{io, output, visible};
@@ -44,6 +44,8 @@ pub struct Outputs {
     /// PXE set: the kernel, and an initramfs carrying /usr.
     pub pxe_kernel: PathBuf,
     pub pxe_initrd: PathBuf,
+    /// The kernel command line the PXE set boots with.
+    pub pxe_command_line: String,
     pub usr_hash: String,
 }
 
@@ -86,17 +88,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
         Command::new("mksquashfs")
             .arg(stage.join("usr"))
             .arg(&usr)
-            .args([
-                "-noappend",
-                "-comp",
-                "zstd",
-                "-Xcompression-level",
-                "6",
-                "-all-root",
-                "-no-xattrs",
-                "-no-progress",
-                "-quiet",
-            ])
+            .args(["-noappend", "-comp", "lz4", "-all-root", "-no-xattrs", "-no-progress", "-quiet"])
             .args(["-mkfs-time", &epoch.to_string(), "-all-time", &epoch.to_string()]),
     )?;
     pad_to(&usr, 4096, "squashfs of /usr")?;
@@ -190,75 +182,25 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
     let oem = work.join("oem.img");
     mkfs_ext4(&oem, &oem_dir, "OEM", opts.sizes.oem, &root_hash, epoch)?;
     let rootfs = work.join("rootfs");
-    root_tree(&stage, &rootfs, &root_partuuid)?;
+    root_tree(&stage, &rootfs, &root_partuuid, epoch)?;
     normalize_times(&rootfs, epoch, "ROOT")?;
     let root = work.join("root.img");
     mkfs_ext4(&root, &rootfs, "ROOT", opts.sizes.root, &root_hash, epoch)?;
     done(t, "OEM and ROOT");
 
     let t = step(7, "disk: GPT and partitions");
-    let layout = Layout::plan(&opts.sizes);
-    let contents: Vec<(Role, Option<&Path>)> = vec![
-        (Role::Esp, Some(&esp)),
-        (Role::UsrA, Some(&usr)),
-        (Role::UsrAVerity, Some(&verity)),
+    let raw = images.join("ferrite.raw");
+    let contents = [
+        (Role::Esp, Some(esp.as_path())),
+        (Role::UsrA, Some(usr.as_path())),
+        (Role::UsrAVerity, Some(verity.as_path())),
         (Role::UsrB, None),
         (Role::UsrBVerity, None),
-        (Role::Oem, Some(&oem)),
-        (Role::Root, Some(&root)),
+        (Role::Oem, Some(oem.as_path())),
+        (Role::Root, Some(root.as_path())),
     ];
-    let table = Table {
-        disk_guid: derive::uuid(&root_hash, "disk"),
-        disk_blocks: layout.disk_size / SECTOR,
-        entries: layout
-            .partitions
-            .iter()
-            .map(|p| Entry {
-                type_guid: p.role.type_guid(),
-                unique_guid: uuid_of(p.role),
-                first_lba: p.first_lba(),
-                last_lba: p.last_lba(),
-                attributes: 0,
-                label: p.role.label().to_string(),
-            })
-            .collect(),
-    };
-    let encoded = table.encode()?;
-    let raw = images.join("ferrite.raw");
-    let mut partitions = Vec::new();
-    {
-        let step = "disk";
-        let mut disk = fs::File::create(&raw).map_err(io(step, &raw))?;
-        disk.set_len(layout.disk_size).map_err(io(step, &raw))?;
-        disk.write_all(&encoded.head).map_err(io(step, &raw))?;
-        disk.seek(SeekFrom::Start(layout.disk_size - encoded.tail.len() as u64)).map_err(io(step, &raw))?;
-        disk.write_all(&encoded.tail).map_err(io(step, &raw))?;
-        for (number, (role, content)) in contents.iter().enumerate() {
-            let placed = layout.get(*role);
-            let (content_size, content_sha256) = match content {
-                Some(path) => {
-                    let size = file_size(path, step)?;
-                    if size > placed.size {
-                        return Err(Error::TooBig { step, what: path.display().to_string(), size, limit: placed.size });
-                    }
-                    copy_sparse(path, &mut disk, placed.offset, step)?;
-                    (size, Some(hex(&file_sha256(path, step)?)))
-                }
-                None => (0, None),
-            };
-            partitions.push(manifest::Partition {
-                number: number + 1,
-                label: role.label().into(),
-                type_guid: role.type_guid().to_string(),
-                uuid: uuid_of(*role).to_string(),
-                offset: placed.offset,
-                size: placed.size,
-                content_size,
-                content_sha256,
-            });
-        }
-        disk.sync_all().map_err(io(step, &raw))?;
-    }
+    let disk = Disk { guid: derive::uuid(&root_hash, "disk"), layout: Layout::plan(&opts.sizes), uuid_of: &uuid_of };
+    let partitions = disk.assemble(&raw, &contents, "disk")?;
     done(t, "disk");
 
     let t = step(8, "qcow2 (and vmdk), PXE set");
@@ -274,7 +216,9 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
     let pxe_kernel = images.join("ferrite-pxe.vmlinuz");
     let pxe_initrd = images.join("ferrite-pxe.initrd");
     fs::copy(&kernel, &pxe_kernel).map_err(io("PXE set", &pxe_kernel))?;
-    pxe_initramfs(&initrd, &usr, &work, &pxe_initrd, epoch)?;
+    let pxe = Pxe { usr: &usr, verity: &verity, rootfs: &rootfs, root_hash: &root_hash, uuid_of: &uuid_of };
+    pxe.initramfs(&initrd, &work, &pxe_initrd, epoch)?;
+    let pxe_command_line = entry::pxe_command_line(&usr_hash);
     done(t, "outputs");
 
     let t = step(9, "manifest");
@@ -293,6 +237,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
         source_date_epoch: epoch,
         kernel: kver,
         usr_hash: usr_hash.clone(),
+        pxe_command_line: pxe_command_line.clone(),
         tree_key,
         packages,
         binaries,
@@ -304,7 +249,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
     fs::write(&manifest_path, json + "\n").map_err(io("manifest", &manifest_path))?;
     done(t, "manifest");
 
-    Ok(Outputs { raw, qcow2, vmdk, manifest: manifest_path, pxe_kernel, pxe_initrd, usr_hash })
+    Ok(Outputs { raw, qcow2, vmdk, manifest: manifest_path, pxe_kernel, pxe_initrd, pxe_command_line, usr_hash })
 }
 
 /// Copies the cached tree and lays Ferrite on top: binaries, os-config,
@@ -326,6 +271,10 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
         let dest = bin.join(name);
         fs::copy(b, &dest).map_err(io(STEP, b))?;
         set_mode(&dest, 0o755, STEP)?;
+        // The release profile keeps line tables for profiling on the build
+        // host; in the image they would double /usr. Symbols stay, so a
+        // backtrace still names functions.
+        output(STEP, Command::new("strip").arg("--strip-debug").arg(&dest))?;
     }
     let os_config_usr = opts.workspace.join("os-config/usr");
     output(
@@ -348,17 +297,24 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 
     // Users and groups from sysusers.d (core in docker), into ROOT's /etc.
     output(STEP, Command::new("systemd-sysusers").arg(format!("--root={}", stage.display())))?;
-    // Units Ferrite's presets name are enabled in the image as built.
+    // Ferrite's preset decides, over what Debian's packages enabled when
+    // they were installed (docker.service and containerd.service, say).
     let preset = opts.workspace.join("os-config/usr/lib/systemd/system-preset/40-ferrite.preset");
     let text = fs::read_to_string(&preset).map_err(io(STEP, &preset))?;
-    let enabled: Vec<&str> =
-        text.lines().filter_map(|l| l.strip_prefix("enable ")).map(str::trim).filter(|u| !u.contains('*')).collect();
-    if !enabled.is_empty() {
-        output(
-            STEP,
-            Command::new("systemctl").arg(format!("--root={}", stage.display())).arg("enable").args(&enabled),
-        )?;
+    for verb in ["disable", "enable"] {
+        let units: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' '))
+            .map(str::trim)
+            .filter(|u| !u.contains('*'))
+            .collect();
+        if !units.is_empty() {
+            output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg(verb).args(&units))?;
+        }
     }
+
+    // Where the OEM partition is mounted (usr-share-oem.mount).
+    fs::create_dir_all(stage.join("usr/share/oem")).map_err(io(STEP, stage))?;
 
     // First-boot identity is made on the machine, not in the image.
     write(&stage.join("etc/machine-id"), "uninitialized\n", STEP)?;
@@ -379,7 +335,7 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 /// ROOT as built: everything of the stage except /usr (machine state and
 /// administrator config), the usr-merge symlinks, mount points and an
 /// fstab that grows the filesystem to the partition.
-fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str) -> Result<()> {
+fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str, epoch: u64) -> Result<()> {
     const STEP: &str = "ROOT";
     if rootfs.exists() {
         fs::remove_dir_all(rootfs).map_err(io(STEP, rootfs))?;
@@ -407,6 +363,13 @@ fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str) -> Result<()> {
     }
     for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
         let _ = fs::remove_file(rootfs.join(link));
+    }
+    // /etc and /var are as new as /usr: without these stamps (what
+    // systemd-update-done writes), ConditionNeedsUpdate= would rerun
+    // ldconfig and friends on every machine's first boot.
+    for dir in ["etc", "var"] {
+        let stamp = format!("TIMESTAMP_NSEC={}\n", u128::from(epoch) * 1_000_000_000);
+        write(&rootfs.join(dir).join(".updated"), &stamp, STEP)?;
     }
     write(
         &rootfs.join("etc/fstab"),
@@ -563,40 +526,160 @@ fn clamp_inode_times(image: &Path, dir: &Path, step: &'static str, epoch: u64) -
     Ok(())
 }
 
-/// The PXE initramfs: the boot initramfs with the /usr squashfs and its
-/// hash tree appended as a second cpio archive (the kernel unpacks both),
-/// for a machine that boots from the network with a tmpfs root.
-fn pxe_initramfs(initrd: &Path, usr: &Path, work: &Path, out: &Path, epoch: u64) -> Result<()> {
-    const STEP: &str = "PXE set";
-    let dir = work.join("pxe");
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(io(STEP, &dir))?;
+/// A GPT disk to write: its layout, its GUID and its partitions' UUIDs.
+struct Disk<'a> {
+    guid: Guid,
+    layout: Layout,
+    uuid_of: &'a dyn Fn(Role) -> Guid,
+}
+
+impl Disk<'_> {
+    /// Writes the table and each partition's content (`None`: left
+    /// empty) into a sparse file at `path`, and returns what the manifest
+    /// says of each partition.
+    fn assemble(
+        &self,
+        path: &Path,
+        contents: &[(Role, Option<&Path>)],
+        step: &'static str,
+    ) -> Result<Vec<manifest::Partition>> {
+        let table = Table {
+            disk_guid: self.guid,
+            disk_blocks: self.layout.disk_size / SECTOR,
+            entries: self
+                .layout
+                .partitions
+                .iter()
+                .map(|p| Entry {
+                    type_guid: p.role.type_guid(),
+                    unique_guid: (self.uuid_of)(p.role),
+                    first_lba: p.first_lba(),
+                    last_lba: p.last_lba(),
+                    attributes: 0,
+                    label: p.role.label().to_string(),
+                })
+                .collect(),
+        };
+        let encoded = table.encode()?;
+        let mut disk = fs::File::create(path).map_err(io(step, path))?;
+        disk.set_len(self.layout.disk_size).map_err(io(step, path))?;
+        disk.write_all(&encoded.head).map_err(io(step, path))?;
+        disk.seek(SeekFrom::Start(self.layout.disk_size - encoded.tail.len() as u64)).map_err(io(step, path))?;
+        disk.write_all(&encoded.tail).map_err(io(step, path))?;
+        let mut partitions = Vec::new();
+        for (number, (role, content)) in contents.iter().enumerate() {
+            let placed = self.layout.get(*role);
+            let (content_size, content_sha256) = match content {
+                Some(content) => {
+                    let size = file_size(content, step)?;
+                    if size > placed.size {
+                        return Err(Error::TooBig {
+                            step,
+                            what: content.display().to_string(),
+                            size,
+                            limit: placed.size,
+                        });
+                    }
+                    copy_sparse(content, &mut disk, placed.offset, step)?;
+                    (size, Some(hex(&file_sha256(content, step)?)))
+                }
+                None => (0, None),
+            };
+            partitions.push(manifest::Partition {
+                number: number + 1,
+                label: role.label().into(),
+                type_guid: role.type_guid().to_string(),
+                uuid: (self.uuid_of)(*role).to_string(),
+                offset: placed.offset,
+                size: placed.size,
+                content_size,
+                content_sha256,
+            });
+        }
+        disk.sync_all().map_err(io(step, path))?;
+        Ok(partitions)
     }
-    fs::create_dir_all(dir.join("ferrite")).map_err(io(STEP, &dir))?;
-    let usr_copy = dir.join("ferrite/usr.squashfs");
-    fs::copy(usr, &usr_copy).map_err(io(STEP, usr))?;
-    normalize_times(&dir, epoch, STEP)?;
-    let cpio = work.join("pxe-usr.cpio");
-    let list = "./ferrite\n./ferrite/usr.squashfs\n";
-    let mut child = Command::new("cpio")
-        .args(["--quiet", "-o", "-H", "newc", "-R", "0:0", "--reproducible", "-O"])
-        .arg(&cpio)
-        .current_dir(&dir)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|source| Error::Spawn { step: STEP, program: "cpio".into(), source })?;
-    child.stdin.take().expect("piped").write_all(list.as_bytes()).map_err(io(STEP, &cpio))?;
-    let status = child.wait().map_err(io(STEP, &cpio))?;
-    if !status.success() {
-        return Err(Error::Tool { step: STEP, command: "cpio -o".into(), status, stderr: String::new() });
+}
+
+/// What the PXE set is made of: slot A's /usr and hash tree, and ROOT's
+/// tree as built.
+struct Pxe<'a> {
+    usr: &'a Path,
+    verity: &'a Path,
+    rootfs: &'a Path,
+    root_hash: &'a [u8; 32],
+    uuid_of: &'a dyn Fn(Role) -> Guid,
+}
+
+impl Pxe<'_> {
+    /// The PXE initramfs: the boot initramfs followed by a second cpio
+    /// archive (the kernel unpacks both) holding `ferrite/usr.img`, a GPT
+    /// image of USR-A and USR-A-VERITY with the disk's partition UUIDs, and
+    /// `ferrite/root/`, ROOT's tree without its fstab. The initramfs's
+    /// ferrite-pxe module attaches the image (so `usrhash=` finds /usr as
+    /// on a disk) and copies the tree onto the tmpfs root.
+    fn initramfs(&self, initrd: &Path, work: &Path, out: &Path, epoch: u64) -> Result<()> {
+        const STEP: &str = "PXE set";
+        let dir = work.join("pxe");
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io(STEP, &dir))?;
+        }
+        fs::create_dir_all(dir.join("ferrite")).map_err(io(STEP, &dir))?;
+        let sizes =
+            Sizes { usr: file_size(self.usr, STEP)?, usr_verity: file_size(self.verity, STEP)?, ..Sizes::default() };
+        let disk = Disk {
+            guid: derive::uuid(self.root_hash, "pxe usr disk"),
+            layout: Layout::of_roles(&sizes, &[Role::UsrA, Role::UsrAVerity]),
+            uuid_of: self.uuid_of,
+        };
+        disk.assemble(
+            &dir.join("ferrite/usr.img"),
+            &[(Role::UsrA, Some(self.usr)), (Role::UsrAVerity, Some(self.verity))],
+            STEP,
+        )?;
+        let root = dir.join("ferrite/root");
+        output(STEP, Command::new("cp").arg("-a").arg("--reflink=auto").arg(self.rootfs).arg(&root))?;
+        // /usr is mounted from the image; the root is a tmpfs, named on the
+        // command line, so fstab has nothing to mount.
+        fs::remove_dir(root.join("usr")).map_err(io(STEP, &root))?;
+        write(
+            &root.join("etc/fstab"),
+            "# PXE boot: / is a tmpfs (root=tmpfs), /usr comes from the initramfs.\n",
+            STEP,
+        )?;
+        normalize_times(&dir, epoch, STEP)?;
+
+        let listing = output(STEP, Command::new("find").arg(".").current_dir(&dir))?;
+        let mut names: Vec<&str> = listing.lines().filter(|l| *l != ".").collect();
+        names.sort_unstable();
+        let cpio = work.join("pxe-usr.cpio");
+        let mut child = Command::new("cpio")
+            .args(["--quiet", "-o", "-H", "newc", "--reproducible", "-O"])
+            .arg(&cpio)
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn { step: STEP, program: "cpio".into(), source })?;
+        child.stdin.take().expect("piped").write_all((names.join("\n") + "\n").as_bytes()).map_err(io(STEP, &cpio))?;
+        let done = child.wait_with_output().map_err(io(STEP, &cpio))?;
+        if !done.status.success() {
+            return Err(Error::Tool {
+                step: STEP,
+                command: "cpio -o".into(),
+                status: done.status,
+                stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+            });
+        }
+        // The kernel reads concatenated archives, each starting on a
+        // 4-byte boundary.
+        let mut all = fs::File::create(out).map_err(io(STEP, out))?;
+        let initrd_size =
+            std::io::copy(&mut fs::File::open(initrd).map_err(io(STEP, initrd))?, &mut all).map_err(io(STEP, out))?;
+        all.write_all(&vec![0u8; (initrd_size.next_multiple_of(4) - initrd_size) as usize]).map_err(io(STEP, out))?;
+        std::io::copy(&mut fs::File::open(&cpio).map_err(io(STEP, &cpio))?, &mut all).map_err(io(STEP, out))?;
+        all.sync_all().map_err(io(STEP, out))
     }
-    let mut all = fs::read(initrd).map_err(io(STEP, initrd))?;
-    while !all.len().is_multiple_of(4) {
-        all.push(0);
-    }
-    all.extend(fs::read(&cpio).map_err(io(STEP, &cpio))?);
-    fs::write(out, all).map_err(io(STEP, out))?;
-    Ok(())
 }
 
 fn convert(raw: &Path, out: &Path, format: &str) -> Result<()> {

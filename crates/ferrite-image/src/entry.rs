@@ -21,20 +21,35 @@ pub struct Slot<'a> {
 /// the hash names, read-only; ROOT by PARTUUID, grown on first boot; the
 /// serial console first so a VM's log captures boot.
 pub fn kernel_command_line(slot: &Slot<'_>) -> String {
-    [
-        format!("usrhash={}", slot.usr_hash),
+    command_line(slot.usr_hash, &[format!("root=PARTUUID={}", slot.root_partuuid), "rootfstype=ext4".into()])
+}
+
+/// The PXE set's kernel command line: /usr as on the disk (the initramfs
+/// carries USR-A and its hash tree as a GPT image with the same partition
+/// UUIDs, so `usrhash=` finds them), and a tmpfs root, since a machine
+/// booted from the network has no ROOT partition. Nor has it an OEM
+/// partition: its mount is masked, since a condition on a mount unit does
+/// not stop systemd from waiting for the device.
+pub fn pxe_command_line(usr_hash: &str) -> String {
+    command_line(usr_hash, &["root=tmpfs".into(), "systemd.mask=usr-share-oem.mount".into()])
+}
+
+fn command_line(usr_hash: &str, root: &[String]) -> String {
+    let mut args = vec![
+        format!("usrhash={usr_hash}"),
         "mount.usr=/dev/mapper/usr".to_string(),
         "mount.usrfstype=squashfs".to_string(),
         "mount.usrflags=ro".to_string(),
-        format!("root=PARTUUID={}", slot.root_partuuid),
-        "rootfstype=ext4".to_string(),
-        "rootflags=rw".to_string(),
-        "rw".to_string(),
-        "console=tty0".to_string(),
-        "console=ttyS0,115200n8".to_string(),
-        "systemd.show_status=1".to_string(),
-    ]
-    .join(" ")
+    ];
+    args.extend_from_slice(root);
+    // No AppArmor: the image ships neither profiles nor a parser, and
+    // Docker refuses to run containers when the kernel offers AppArmor
+    // without them.
+    args.extend(
+        ["rootflags=rw", "rw", "apparmor=0", "console=tty0", "console=ttyS0,115200n8", "systemd.show_status=1"]
+            .map(String::from),
+    );
+    args.join(" ")
 }
 
 /// The entry's file name under `loader/entries/`: systemd-boot boots the
@@ -91,7 +106,20 @@ mod tests {
         assert!(line.contains("usrhash=aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899"));
         assert!(line.contains("mount.usrflags=ro"));
         assert!(line.contains("root=PARTUUID=01234567-89ab-4def-8123-456789abcdef"));
+        assert!(line.contains(" apparmor=0 "), "Docker runs no container while AppArmor is on without a parser");
         assert!(!line.contains("  "));
+    }
+
+    #[test]
+    fn the_pxe_command_line_verifies_usr_and_roots_in_tmpfs() {
+        let line = pxe_command_line(slot().usr_hash);
+        assert!(line.starts_with(&format!("usrhash={} mount.usr=/dev/mapper/usr ", slot().usr_hash)));
+        assert!(line.contains(" root=tmpfs "));
+        assert!(!line.contains("PARTUUID"));
+        let disk = kernel_command_line(&slot());
+        assert!(line.contains(" systemd.mask=usr-share-oem.mount "));
+        let disk_root = format!("root=PARTUUID={} rootfstype=ext4", slot().root_partuuid);
+        assert_eq!(line.replace("root=tmpfs systemd.mask=usr-share-oem.mount", ""), disk.replace(&disk_root, ""));
     }
 
     #[test]

@@ -108,10 +108,17 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The disk of DESIGN.md: every role.
     pub fn plan(sizes: &Sizes) -> Layout {
+        Layout::of_roles(sizes, &Role::ALL)
+    }
+
+    /// A disk holding only `roles`, in that order (the PXE set's /usr
+    /// image holds USR-A and USR-A-VERITY).
+    pub fn of_roles(sizes: &Sizes, roles: &[Role]) -> Layout {
         let mut offset = ALIGN;
         let mut partitions = Vec::new();
-        for role in Role::ALL {
+        for &role in roles {
             let size = sizes.of(role).div_ceil(ALIGN) * ALIGN;
             partitions.push(Placed { role, offset, size });
             offset += size;
@@ -148,6 +155,17 @@ mod tests {
         assert_eq!(layout.get(Role::UsrA).size, layout.get(Role::UsrB).size);
         assert_eq!(Role::UsrA.type_guid(), Role::UsrB.type_guid());
         assert_eq!(Role::UsrAVerity.type_guid(), Role::UsrBVerity.type_guid());
+    }
+
+    #[test]
+    fn a_disk_of_some_roles_places_only_those() {
+        let sizes = Sizes { usr: 3 * ALIGN + 1, usr_verity: 1, ..Sizes::default() };
+        let layout = Layout::of_roles(&sizes, &[Role::UsrA, Role::UsrAVerity]);
+        let roles: Vec<_> = layout.partitions.iter().map(|p| p.role).collect();
+        assert_eq!(roles, [Role::UsrA, Role::UsrAVerity]);
+        assert_eq!(layout.get(Role::UsrA).size, 4 * ALIGN);
+        assert_eq!(layout.get(Role::UsrAVerity).offset, 5 * ALIGN);
+        assert_eq!(layout.disk_size, 7 * ALIGN);
     }
 
     #[test]

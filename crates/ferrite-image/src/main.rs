@@ -85,6 +85,7 @@ fn build(
         println!("vmdk:     {}", v.display());
     }
     println!("pxe:      {} {}", outputs.pxe_kernel.display(), outputs.pxe_initrd.display());
+    println!("pxe args: {}", outputs.pxe_command_line);
     println!("manifest: {}", outputs.manifest.display());
     println!("usrhash:  {}", outputs.usr_hash);
     Ok(())

@@ -10,6 +10,9 @@ pub struct Manifest {
     pub source_date_epoch: u64,
     pub kernel: String,
     pub usr_hash: String,
+    /// The kernel command line the PXE set boots with (the PXE server adds
+    /// `cloud-config-url=` and its own).
+    pub pxe_command_line: String,
     pub tree_key: String,
     pub packages: Vec<Package>,
     pub binaries: Vec<File>,

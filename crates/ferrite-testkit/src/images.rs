@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -81,6 +82,27 @@ impl Image {
     /// As [`Image::import`], into the engine at `docker_host`
     /// (`unix:///path`) when given.
     pub fn import_to(&self, docker_host: Option<&str>) -> Result<Imported> {
+        let tar = self.tar()?;
+        let mut import = docker_command(docker_host);
+        import.arg("import").args(self.import_changes()?).args(["-", &self.name]);
+        let mut child = import
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run docker import")?;
+        child.stdin.take().context("docker import has no stdin")?.write_all(&tar)?;
+        let output = child.wait_with_output().context("cannot run docker import")?;
+        if !output.status.success() {
+            bail!("importing {} failed: {}", self.name, String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(Imported { name: self.name.clone(), docker_host: docker_host.map(str::to_owned) })
+    }
+
+    /// The image's filesystem as a tar archive, for `docker import -` on
+    /// this engine or another machine's: the binaries with their libraries,
+    /// the files, and a minimal `/etc`.
+    pub fn tar(&self) -> Result<Vec<u8>> {
         let dir = tempfile::Builder::new().prefix("ferrite-image-").tempdir()?;
         let root = dir.path();
         for sub in ["etc", "tmp", "data", "root"] {
@@ -106,32 +128,28 @@ impl Image {
             }
             std::fs::write(&target, content)?;
         }
-        let mut import = docker_command(docker_host);
-        import.arg("import");
+        let output = Command::new("tar").arg("-C").arg(root).args(["-c", "."]).output().context("cannot run tar")?;
+        if !output.status.success() {
+            bail!("tar of {} failed: {}", self.name, String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(output.stdout)
+    }
+
+    /// `docker import`'s `--change` flags: entrypoint, exposed ports,
+    /// environment.
+    pub fn import_changes(&self) -> Result<Vec<String>> {
+        let mut changes = Vec::new();
         if !self.entrypoint.is_empty() {
-            import.args(["--change", &format!("ENTRYPOINT {}", serde_json::to_string(&self.entrypoint)?)]);
+            changes.push(format!("ENTRYPOINT {}", serde_json::to_string(&self.entrypoint)?));
         }
-        for port in &self.expose {
-            import.args(["--change", &format!("EXPOSE {port}")]);
-        }
-        for entry in &self.env {
-            import.args(["--change", &format!("ENV {entry}")]);
-        }
-        import.args(["-", &self.name]).stdout(Stdio::null()).stdin(Stdio::piped());
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(root)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot run tar")?;
-        let tar_out = tar.stdout.take().context("tar has no stdout")?;
-        let output = import.stdin(tar_out).output().context("cannot run docker import")?;
-        let tar_status = tar.wait()?;
-        if !tar_status.success() || !output.status.success() {
-            bail!("importing {} failed: {}", self.name, String::from_utf8_lossy(&output.stderr));
-        }
-        Ok(Imported { name: self.name.clone(), docker_host: docker_host.map(str::to_owned) })
+        changes.extend(self.expose.iter().map(|port| format!("EXPOSE {port}")));
+        changes.extend(self.env.iter().map(|entry| format!("ENV {entry}")));
+        Ok(changes.into_iter().flat_map(|c| ["--change".to_owned(), c]).collect())
+    }
+
+    /// `repository:tag`.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 

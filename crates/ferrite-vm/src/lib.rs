@@ -68,23 +68,46 @@ pub struct VmConfig {
     pub accel: Accel,
     /// Given to the guest through fw_cfg as [`FW_CFG_USER_DATA`].
     pub cloud_config: Option<String>,
+    /// The private key [`Vm::ssh`] logs in with (made by [`ssh_keygen`], so
+    /// its public half can go into `cloud_config`); without one the VM
+    /// makes a key pair of its own.
+    pub ssh_key: Option<PathBuf>,
     /// Raw images attached read-only as further virtio disks, after the
     /// boot disk (a config drive, say).
     pub drives: Vec<PathBuf>,
 }
 
 impl VmConfig {
+    /// Boots from `image` (qcow2 or raw).
     pub fn disk(name: &str, image: &Path) -> VmConfig {
+        VmConfig::new(name, Boot::Disk { image: image.to_path_buf(), grow_to: None })
+    }
+
+    /// Boots from the network: iPXE fetches `bootfile` from `tftp_dir`.
+    pub fn pxe(name: &str, tftp_dir: &Path, bootfile: &str) -> VmConfig {
+        VmConfig::new(name, Boot::Pxe { tftp_dir: tftp_dir.to_path_buf(), bootfile: bootfile.to_string() })
+    }
+
+    fn new(name: &str, boot: Boot) -> VmConfig {
         VmConfig {
             name: name.to_string(),
-            boot: Boot::Disk { image: image.to_path_buf(), grow_to: None },
+            boot,
             memory_mib: 2048,
             cpus: 2,
             accel: Accel::probe(),
             cloud_config: None,
+            ssh_key: None,
             drives: Vec::new(),
         }
     }
+}
+
+/// Makes an ed25519 key pair at `private` (and `private`.pub) and returns
+/// the public key's line, for a cloud-config's `ssh_authorized_keys`.
+pub fn ssh_keygen(private: &Path) -> Result<String> {
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "ferrite-vm", "-f"]).arg(private))?;
+    let public = private.with_extension("pub");
+    Ok(fs::read_to_string(&public).map_err(io(&public))?.trim().to_string())
 }
 
 /// Why a VM could not be started or driven.
@@ -142,6 +165,12 @@ pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
     let mut nic = "virtio-net-pci,netdev=net0".to_string();
     match &cfg.boot {
         Boot::Pxe { tftp_dir, bootfile } => {
+            // Not restricted: a network-booted guest fetches its
+            // cloud-config from a server the caller runs on the host's
+            // loopback, which it reaches as 10.0.2.2 only when user
+            // networking is open. Nothing in the image contacts any other
+            // address on its own (no NTP, no registry, no metadata service
+            // unless a drop-in names one).
             netdev = format!(
                 "user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,tftp={},bootfile={bootfile}",
                 tftp_dir.display()
@@ -172,8 +201,7 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts QEMU. An SSH key pair is made for the VM; its public half is
-    /// [`Vm::ssh_public_key`], for the cloud-config the caller passes.
+    /// Starts QEMU.
     pub fn start(cfg: &VmConfig) -> Result<Vm> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("ferrite-vm-{}-", cfg.name))
@@ -210,10 +238,14 @@ impl Vm {
         };
         let console = d.join("console.log");
         fs::write(&console, "").map_err(io(&console))?;
-        let ssh_key = d.join("id_ed25519");
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ferrite-vm", "-f"])
-            .arg(&ssh_key))?;
+        let ssh_key = match &cfg.ssh_key {
+            Some(key) => key.clone(),
+            None => {
+                let key = d.join("id_ed25519");
+                ssh_keygen(&key)?;
+                key
+            }
+        };
         let ssh_port = free_port().map_err(io(Path::new("127.0.0.1:0")))?;
         let paths = Paths { vars, disk, console: console.clone(), cloud_config };
         let args = qemu_args(cfg, &paths, ssh_port);
@@ -228,12 +260,6 @@ impl Vm {
             .map_err(|source| Error::Spawn { program: "qemu-system-x86_64".into(), source })?;
         tracing::info!(name = %cfg.name, dir = %d.display(), ssh_port, accel = ?cfg.accel, "VM started");
         Ok(Vm { name: cfg.name.clone(), child, dir: Some(dir), console, ssh_port, ssh_key, started: Instant::now() })
-    }
-
-    /// The public key the VM's SSH client logs in with.
-    pub fn ssh_public_key(&self) -> Result<String> {
-        let p = self.ssh_key.with_extension("pub");
-        Ok(fs::read_to_string(&p).map_err(io(&p))?.trim().to_string())
     }
 
     /// The file the serial console is captured to.
@@ -309,9 +335,42 @@ impl Vm {
 
     /// Runs `command` in the guest as `user` over the forwarded SSH port.
     pub fn ssh(&self, user: &str, command: &str) -> Result<Output> {
-        Command::new("ssh")
-            .args(["-i"])
-            .arg(&self.ssh_key)
+        self.ssh_with_key(&self.ssh_key, user, command)
+    }
+
+    /// Runs `command` as `user`, logging in with the private key `key`.
+    pub fn ssh_with_key(&self, key: &Path, user: &str, command: &str) -> Result<Output> {
+        self.ssh_command(key, user, command)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn { program: "ssh".into(), source })
+    }
+
+    /// Runs `command` in the guest as `user` with `input` on its standard
+    /// input (a file sent into the guest, e.g. `docker import -`).
+    pub fn ssh_with_input(&self, user: &str, command: &str, input: &[u8]) -> Result<Output> {
+        let spawn = |source| Error::Spawn { program: "ssh".into(), source };
+        let mut child = self
+            .ssh_command(&self.ssh_key, user, command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        // Written from a thread of its own so a guest that answers before
+        // reading everything cannot deadlock the two pipes.
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().map_err(spawn)?;
+        writer.join().expect("the writer thread does not panic").map_err(spawn)?;
+        Ok(out)
+    }
+
+    fn ssh_command(&self, key: &Path, user: &str, command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-i")
+            .arg(key)
             .args(["-p", &self.ssh_port.to_string()])
             .args([
                 "-o",
@@ -326,10 +385,8 @@ impl Vm {
                 "LogLevel=ERROR",
             ])
             .arg(format!("{user}@127.0.0.1"))
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Spawn { program: "ssh".into(), source })
+            .arg(command);
+        cmd
     }
 
     /// Retries a trivial SSH command until it works or `timeout`.
@@ -423,6 +480,7 @@ mod tests {
             cpus: 2,
             accel: Accel::Tcg,
             cloud_config: None,
+            ssh_key: None,
             drives: Vec::new(),
         }
     }

@@ -1,23 +1,42 @@
-//! The image boots to a running system: /usr through dm-verity and
-//! read-only, ROOT grown to the disk, nothing failed.
+//! One boot of the disk image, checked the ways a user would: it reaches a
+//! running system with /usr through dm-verity and read-only and ROOT grown
+//! to the disk; the cloud-config given through fw_cfg is applied (hostname,
+//! the SSH key of user core); `core` logs in over SSH with that key and no
+//! other; Docker runs a container whose image was made on this host and
+//! sent over SSH (no registry); systemd-boot counted a try of slot A's
+//! entry and the good boot blessed it (the counter is gone from its name).
 
 use std::time::Duration;
 
-use ferrite_vm::{Boot, Vm, VmConfig};
+use ferrite_testkit::images::Image;
+use ferrite_vm::{ssh_keygen, Boot, Vm, VmConfig};
 
-use crate::{images, manifest, parse_report};
+use crate::{images, manifest, parse_report, shell_quote, stdout_of};
 
 const DISK: u64 = 4 << 30;
+const HOSTNAME: &str = "ferrite-boot-test";
 
 #[test]
-fn boots_to_a_running_system_with_verified_read_only_usr_and_root_grown_to_the_disk() {
+fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id_core");
+    let public = ssh_keygen(&key).expect("ssh-keygen makes the test's key");
     let mut cfg = VmConfig::disk("boot", &images().join("ferrite.qcow2"));
     cfg.boot = Boot::Disk { image: images().join("ferrite.qcow2"), grow_to: Some(DISK) };
+    cfg.cloud_config = Some(format!("#cloud-config\nhostname: {HOSTNAME}\nssh_authorized_keys:\n  - {public}\n"));
+    cfg.ssh_key = Some(key);
     let mut vm = Vm::start(&cfg).expect("QEMU starts");
     let line = vm.wait_for_console("ferrite-report:", Duration::from_secs(600)).expect("the guest reports its boot");
-    let r = parse_report(&line);
-    eprintln!("boot report: {r:?}");
+    eprintln!("boot report after {:.0} s: {line}", vm.uptime().as_secs_f64());
 
+    the_system_runs_on_verified_usr_with_root_grown(&line);
+    core_logs_in_with_the_cloud_config_key_only(&mut vm, keys.path());
+    docker_runs_a_container_imported_over_ssh(&vm);
+    the_counted_entry_is_tried_and_blessed(&vm);
+}
+
+fn the_system_runs_on_verified_usr_with_root_grown(line: &str) {
+    let r = parse_report(line);
     assert_eq!(r["state"], "running", "systemctl is-system-running; failed units: {}", r["failed"]);
     let usr: Vec<&str> = r["usr"].split(',').collect();
     assert_eq!(usr[0], "/dev/mapper/usr", "/usr comes from the verity device");
@@ -41,4 +60,64 @@ fn boots_to_a_running_system_with_verified_read_only_usr_and_root_grown_to_the_d
     let room = DISK - others - (2 << 20);
     assert!(root_part >= room, "ROOT's partition fills the disk: {root_part} bytes, at least {room} expected");
     assert!(root_fs > room / 10 * 9, "ROOT's filesystem fills its partition: {root_fs} of {root_part} bytes");
+}
+
+fn core_logs_in_with_the_cloud_config_key_only(vm: &mut Vm, keys: &std::path::Path) {
+    vm.wait_for_ssh("core", Duration::from_secs(120)).expect("core logs in with the key from cloud-config");
+    assert_eq!(stdout_of(vm, "id -un"), "core");
+    assert!(
+        stdout_of(vm, "id -Gn").split_whitespace().any(|g| g == "docker"),
+        "core is in the docker group (sysusers.d)"
+    );
+    assert_eq!(stdout_of(vm, "hostname"), HOSTNAME, "cloud-config's hostname is applied");
+
+    let stranger = keys.join("id_stranger");
+    ssh_keygen(&stranger).expect("ssh-keygen makes a second key");
+    let out = vm.ssh_with_key(&stranger, "core", "true").expect("ssh runs");
+    assert!(!out.status.success(), "a key that is not in the cloud-config must not log in");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Permission denied"), "sshd refuses the other key: {stderr}");
+}
+
+fn docker_runs_a_container_imported_over_ssh(vm: &Vm) {
+    // The image is made here from this host's `env` and its libraries,
+    // sent over SSH and imported: the guest never reaches a registry.
+    let image =
+        Image::new("ferrite-vm-test/env:1").binary("/usr/bin/env", "/usr/bin/env").entrypoint(&["/usr/bin/env"]);
+    let tar = image.tar().expect("the image's tarball");
+    let changes: Vec<String> = image.import_changes().expect("import flags").iter().map(|c| shell_quote(c)).collect();
+    let import = format!("docker import {} - {}", changes.join(" "), image.name());
+    let out = vm.ssh_with_input("core", &import, &tar).expect("ssh runs");
+    assert!(out.status.success(), "docker import in the guest: {}", String::from_utf8_lossy(&out.stderr));
+
+    let run = format!("docker run --rm --network none -e FERRITE_GREETING=from-the-host {}", image.name());
+    let out = vm.ssh("core", &run).expect("ssh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "docker run: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l == "FERRITE_GREETING=from-the-host"), "the container's environment: {stdout}");
+    // Docker names the container's UTS namespace after its id: the output
+    // comes from inside a container, not from the guest's shell.
+    let hostname = stdout.lines().find_map(|l| l.strip_prefix("HOSTNAME=")).unwrap_or("");
+    assert!(
+        hostname.len() == 12 && hostname.chars().all(|c| c.is_ascii_hexdigit()),
+        "HOSTNAME is a container id, not {hostname:?}"
+    );
+}
+
+fn the_counted_entry_is_tried_and_blessed(vm: &Vm) {
+    let m = manifest();
+    let entry = format!("ferrite-{}-{}", m["version"].as_str().unwrap(), &m["usr_hash"].as_str().unwrap()[..12]);
+    // systemd-boot names the entry it booted after counting one try down
+    // (the image ships `<entry>+3.conf`), in LoaderBootCountPath.
+    let var = "/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+    let out = vm.ssh("core", &format!("sudo cat {var}")).expect("ssh runs");
+    assert!(out.status.success(), "systemd-boot set LoaderBootCountPath: {}", String::from_utf8_lossy(&out.stderr));
+    // efivarfs: 4 bytes of attributes, then UTF-16LE text.
+    let units: Vec<u16> = out.stdout[4..].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let counted = String::from_utf16_lossy(&units).trim_end_matches('\0').to_string();
+    assert_eq!(counted, format!("\\loader\\entries\\{entry}+2-1.conf"), "the try was counted");
+
+    let esp = stdout_of(vm, "sudo bootctl --print-esp-path");
+    let entries = stdout_of(vm, &format!("sudo ls {esp}/loader/entries"));
+    assert_eq!(entries, format!("{entry}.conf"), "systemd-bless-boot removed the counter after the good boot");
 }

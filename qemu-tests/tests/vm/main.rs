@@ -5,6 +5,8 @@
 
 mod boot;
 mod configdrive;
+mod pxe;
+mod serve;
 mod verity;
 
 use std::collections::BTreeMap;
@@ -33,6 +35,25 @@ pub fn parse_report(line: &str) -> BTreeMap<String, String> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.trim_end_matches('\r').to_string()))
         .collect()
+}
+
+/// `text` as one word for the guest's shell (SSH hands commands to it).
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A guest command's standard output, trimmed; panics naming the command
+/// when it fails.
+pub fn stdout_of(vm: &ferrite_vm::Vm, command: &str) -> String {
+    let out = vm.ssh("core", command).unwrap_or_else(|e| panic!("ssh {command}: {e}"));
+    assert!(out.status.success(), "`{command}` in the guest: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn shell_quote_makes_one_word() {
+    assert_eq!(shell_quote(r#"ENTRYPOINT ["/usr/bin/env"]"#), r#"'ENTRYPOINT ["/usr/bin/env"]'"#);
+    assert_eq!(shell_quote("it's"), r"'it'\''s'");
 }
 
 #[test]
