@@ -33,6 +33,9 @@ enum Task {
         /// Skip tier 3 (the disk image booted in QEMU).
         #[arg(long)]
         no_vm: bool,
+        /// Run only tier 3 (after a change to the image or the VM tests).
+        #[arg(long, conflicts_with_all = ["tier1_only", "no_vm"])]
+        vm_only: bool,
     },
     /// Ferrite's main job as far as it exists: build the release binaries
     /// and run a local 3-member ferrite-store cluster on loopback, checked
@@ -182,7 +185,8 @@ fn main() -> Result<()> {
             install_packages(HOST_PACKAGES)?;
             install_packages(IMAGE_PACKAGES)
         }
-        Task::Test { tier1_only, no_vm } => test(&root, tier1_only, no_vm),
+        Task::Test { vm_only: true, .. } => vm_tier(&root),
+        Task::Test { tier1_only, no_vm, vm_only: false } => test(&root, tier1_only, no_vm),
         Task::Image { vmdk } => image::build(&root, vmdk),
         Task::Vm { check } => {
             image::build(&root, false)?;
@@ -240,13 +244,17 @@ fn test(root: &Path, tier1_only: bool, no_vm: bool) -> Result<()> {
         run(root, "cargo", &["test", "--workspace", "--all-features", "--test", "system", "--", "--test-threads=1"])?;
     }
     if !tier1_only && !no_vm {
-        step("tier 3: the disk image booted in QEMU");
-        image::build(root, false)?;
-        image::check_reproducible(root)?;
-        image::vm_tests(root)?;
+        vm_tier(root)?;
     }
     step("all tests passed");
     Ok(())
+}
+
+fn vm_tier(root: &Path) -> Result<()> {
+    step("tier 3: the disk image booted in QEMU");
+    image::build(root, false)?;
+    image::check_reproducible(root)?;
+    image::vm_tests(root)
 }
 
 fn step(what: &str) {
