@@ -100,6 +100,13 @@ pub struct Flags {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
     pub snapshot_count: u64,
 
+    /// Size at which a raft log segment file is closed and the next begun
+    /// (ferrite-store's own; etcd's WAL segments are 64 MB). A purge after
+    /// a snapshot frees disk space a whole segment at a time.
+    #[arg(long, env = "FERRITE_LOG_SEGMENT_BYTES", default_value_t = 16 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub log_segment_bytes: u64,
+
     /// Accepted for compatibility and ignored: ferrite-store always fsyncs
     /// its log before acknowledging a write.
     #[arg(long, env = "ETCD_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true",
@@ -155,6 +162,7 @@ pub struct Settings {
     pub heartbeat: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    pub log_segment_bytes: u64,
 }
 
 /// A flag whose value cannot be used; names the flag and the value.
@@ -389,6 +397,7 @@ impl Flags {
             heartbeat: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             snapshot_count: self.snapshot_count.max(1),
+            log_segment_bytes: self.log_segment_bytes,
         })
     }
 }

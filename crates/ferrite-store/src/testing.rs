@@ -44,6 +44,7 @@ impl OneMember {
             heartbeat: Duration::from_millis(50),
             election_timeout: Duration::from_millis(300),
             snapshot_count: 10_000,
+            log_segment_bytes: 16 << 20,
         };
         let client_url = url(&client);
         let embed = Embed { listeners: Some((vec![client], vec![peer])), ..Embed::default() };

@@ -50,6 +50,7 @@ impl Cluster {
                 heartbeat: Duration::from_millis(50),
                 election_timeout: Duration::from_millis(300),
                 snapshot_count: 10_000,
+                log_segment_bytes: 16 << 20,
             })
             .map(|mut s| {
                 adjust(&mut s);
@@ -68,6 +69,18 @@ impl Cluster {
 
     pub fn client_url(&self, i: usize) -> String {
         self.settings[i].advertise_client_urls[0].clone()
+    }
+
+    /// The segment numbers of member `i`'s raft log files.
+    pub fn log_segments(&self, i: usize) -> Vec<u64> {
+        let dir = self.settings[i].data_dir.join("ferrite/raft");
+        let mut found: Vec<u64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("log.").map(str::to_owned))
+            .filter_map(|seq| u64::from_str_radix(&seq, 16).ok())
+            .collect();
+        found.sort();
+        found
     }
 
     pub fn node(&self, i: usize) -> std::sync::Arc<ferrite_store::node::Node> {

@@ -177,6 +177,46 @@ async fn a_full_cluster_restart_keeps_all_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_segments_roll_purges_delete_them_and_a_restart_keeps_all_data() {
+    let mut c = Cluster::start_with(3, |s| {
+        s.snapshot_count = 50;
+        s.log_segment_bytes = 4096;
+    })
+    .await;
+    c.wait_leader().await;
+    let http = reqwest::Client::new();
+    let value = "v".repeat(100);
+    for i in 0..400 {
+        let resp = http.put(c.keys_url(i % 3, &format!("/seg/{i}"))).form(&[("value", &value)]).send().await;
+        assert_eq!(resp.unwrap().status().as_u16(), 201);
+    }
+    // Snapshots and purges run in the background: wait until every member
+    // has deleted its first segments.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for member in 0..3 {
+        loop {
+            let segments = c.log_segments(member);
+            if segments.first().is_some_and(|&first| first > 0) && segments.len() < 10 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "member {member} kept its segments: {segments:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    c.restart_all().await;
+    c.wait_leader().await;
+    for member in 0..3 {
+        let url = c.keys_url(member, "/seg?recursive=true&quorum=true");
+        let (status, v) = body(http.get(url).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["node"]["nodes"].as_array().map(Vec::len), Some(400), "member {member}");
+    }
+    let resp = http.put(c.keys_url(0, "/seg/after")).form(&[("value", "x")]).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_member_stops_and_the_rest_keep_serving() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader().await;
