@@ -249,8 +249,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         }
     };
 
-    let log_options =
-        LogStoreOptions { member: Some(id), segment_bytes: settings.log_segment_bytes, ..LogStoreOptions::default() };
+    let log_options = LogStoreOptions::for_member(id, settings.log_segment_bytes);
     let log_store = LogStore::open_with(&dir.join("raft"), log_options).map_err(StartError::Log)?;
     // The leader writes its log in parallel with replicating it; these two
     // keep commitment behind its fsync (see `raft::durability`).

@@ -98,6 +98,15 @@ pub struct LogStoreOptions {
     pub(crate) disk: Arc<Mutex<()>>,
 }
 
+impl LogStoreOptions {
+    /// A running member's log: appends as leader acknowledged early.
+    // The update fills the test seams, fields only under cfg(test).
+    #[allow(clippy::needless_update)]
+    pub fn for_member(member: NodeId, segment_bytes: u64) -> LogStoreOptions {
+        LogStoreOptions { member: Some(member), segment_bytes, ..LogStoreOptions::default() }
+    }
+}
+
 impl Default for LogStoreOptions {
     fn default() -> LogStoreOptions {
         LogStoreOptions {
