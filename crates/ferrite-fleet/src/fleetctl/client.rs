@@ -29,8 +29,8 @@ pub enum ClientError {
     Connect { endpoint: String, source: std::io::Error },
     #[error("request to the fleet API failed: {0}")]
     Http(#[from] hyper::Error),
-    #[error("timed out waiting for the fleet API")]
-    Timeout,
+    #[error("timed out after {0:?} waiting for the fleet API (--request-timeout)")]
+    Timeout(Duration),
     /// fleet's clients render API errors as Google's API client did.
     #[error("googleapi: Error {code}: {message}")]
     Api { code: u16, message: String },
@@ -67,8 +67,9 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    pub fn new(endpoint: Endpoint) -> ApiClient {
-        ApiClient { endpoint, timeout: Duration::from_secs(10) }
+    /// A client whose every request fails after `timeout`.
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> ApiClient {
+        ApiClient { endpoint, timeout }
     }
 
     async fn request(
@@ -79,7 +80,7 @@ impl ApiClient {
     ) -> Result<(StatusCode, Bytes), ClientError> {
         tokio::time::timeout(self.timeout, self.request_once(method, path, body))
             .await
-            .map_err(|_| ClientError::Timeout)?
+            .map_err(|_| ClientError::Timeout(self.timeout))?
     }
 
     async fn request_once(

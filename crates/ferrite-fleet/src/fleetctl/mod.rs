@@ -245,6 +245,16 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> i32 {
         io.warn(&format!("Unable to initialize client: unrecognized driver {:?}", cli.driver));
         return 1;
     }
+    let request_timeout = match Duration::try_from_secs_f64(cli.request_timeout) {
+        Ok(timeout) if !timeout.is_zero() => timeout,
+        _ => {
+            io.warn(&format!(
+                "Unable to initialize client: --request-timeout must be a positive number of seconds, not {}",
+                cli.request_timeout
+            ));
+            return 1;
+        }
+    };
     let mut endpoint = match Endpoint::parse(&cli.endpoint) {
         Ok(endpoint) => endpoint,
         Err(e) => {
@@ -281,7 +291,7 @@ pub async fn run(cli: Cli, io: &mut Io<'_>) -> i32 {
         None => None,
     };
     let ctl = Ctl {
-        api: ApiClient::new(endpoint),
+        api: ApiClient::new(endpoint, request_timeout),
         poll: Duration::from_millis(250),
         attempt: Duration::from_secs(2),
         ssh,

@@ -152,3 +152,36 @@ async fn bad_input_is_refused_with_fleets_messages() {
 fn hash_of(text: &str) -> String {
     ferrite_fleet::unit_file::UnitFile::parse(text).unwrap().hash().short()
 }
+
+/// Runs fleetctl with `argv` (without the program name) and no cluster.
+async fn fleetctl_alone(argv: &[&str]) -> (i32, String, String) {
+    let cli = Cli::try_parse_from(std::iter::once("fleetctl").chain(argv.iter().copied())).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(cli, &mut Io { out: &mut out, err: &mut err }).await;
+    (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+#[tokio::test]
+async fn an_api_that_does_not_answer_fails_after_the_request_timeout() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("--endpoint=http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    // The outer bound only keeps a broken build from hanging the suite;
+    // the message says which timeout fleetctl used.
+    let argv = [endpoint.as_str(), "--request-timeout=0.2", "list-machines"];
+    let ran = tokio::time::timeout(Duration::from_secs(60), fleetctl_alone(&argv));
+    let (code, out, err) = ran.await.expect("fleetctl ignored --request-timeout");
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("timed out after 200ms"), "{err}");
+    held.abort();
+
+    let (code, _, err) = fleetctl_alone(&[&endpoint, "--request-timeout=0", "list-machines"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--request-timeout must be a positive number of seconds, not 0"), "{err}");
+}
