@@ -21,10 +21,11 @@
 //! once (fdatasync), and only then completes the callbacks of that group.
 //! Writes nobody waits for (the commit point, a purge) are written but not
 //! fsynced on their own: the next write that is waited for, or the writer
-//! going idle for [`IDLE_SYNC`], syncs them. Losing them costs nothing but
-//! re-applying less on restart, and it halves the fsyncs per write (each
-//! commit would otherwise take one of its own, in the way of the next
-//! append's).
+//! going idle for [`IDLE_SYNC`], syncs them. The commit point is not even
+//! written on its own: it goes in front of the next record (or on close).
+//! Losing either costs nothing but applying less at once on restart, and
+//! it halves the fsyncs per write (each commit would otherwise take one of
+//! its own, in the way of the next append's).
 //! A failed write truncates the file back to where it was and poisons the
 //! writer: every later write fails too, so the file never gets a hole.
 //!
@@ -143,6 +144,8 @@ struct LogMem {
     vote: Option<Vote>,
     /// Bytes of the current segment once every queued write lands.
     segment_bytes: u64,
+    /// `committed` changed since a `Committed` record was last queued.
+    committed_unwritten: bool,
     /// While replaying: the entries up to here were in segments a purge
     /// deleted, so the first segment left starts after them. A later purge
     /// must cover them by the end of the replay.
@@ -236,6 +239,19 @@ pub struct LogStore {
     writer: WriterHandle,
     durability: Durability,
     options: LogStoreOptions,
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // Queued before the writer's queue closes (the handle drops next).
+        if lock(&self.mem).committed_unwritten {
+            let committed = Record::Committed(lock(&self.mem).committed);
+            let done = Done::Unawaited { what: "save the committed log id", sync: false };
+            if let Err(e) = self.record(committed, done) {
+                tracing::warn!(error = %e, "cannot save the commit point on close");
+            }
+        }
+    }
 }
 
 /// Reads the log for replication tasks; shares the in-memory log.
@@ -382,17 +398,22 @@ impl LogStore {
         self.durability.clone()
     }
 
-    /// Applies `record` to the in-memory log and queues it for the writer.
+    /// Applies `record` to the in-memory log and queues it for the writer,
+    /// after the commit point if that changed since it was last written.
     fn record(&mut self, record: Record, done: Done) -> Result<(), WriteError> {
+        let mut mem = lock(&self.mem);
         let mut bytes = Vec::new();
+        if mem.committed_unwritten && !matches!(record, Record::Committed(_)) {
+            encode_record(&Record::Committed(mem.committed), &mut bytes)?;
+        }
         encode_record(&record, &mut bytes)?;
         let extent = match &record {
             Record::Append(entries) => entries.last().map(|e| Extent::Upto(e.log_id.index)),
             Record::Truncate { since } => Some(Extent::Truncated { since: *since }),
             Record::Purge { .. } | Record::Committed(_) => None,
         };
-        let mut mem = lock(&self.mem);
         mem.apply(record).map_err(WriteError::Refused)?;
+        mem.committed_unwritten = false;
         mem.segment_bytes += bytes.len() as u64;
         self.writer.send(Op::Log { bytes, extent, done })?;
         if mem.segment_bytes >= self.options.segment_bytes {
@@ -594,14 +615,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        if lock(&self.mem).committed == committed {
-            return Ok(());
+        // Written with the next record (or on close), not on its own: the
+        // commit point moves with nearly every append, and a write (and a
+        // wake of the writer) of its own each time cost CPU for nothing. A
+        // lost commit point only means applying less at once on restart.
+        let mut mem = lock(&self.mem);
+        if mem.committed != committed {
+            mem.committed = committed;
+            mem.committed_unwritten = true;
         }
-        // Not awaited: a lost commit point only means re-applying less on
-        // restart. A failure still poisons the writer, so the next append
-        // reports it.
-        Ok(self
-            .record(Record::Committed(committed), Done::Unawaited { what: "save the committed log id", sync: false })?)
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -1304,6 +1327,25 @@ mod tests {
             append(&mut store, vec![member(i, &format!("member-{i}"))]).await.unwrap();
         }
         (store, options)
+    }
+
+    #[tokio::test]
+    async fn the_commit_point_goes_to_disk_with_the_next_write_or_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            append(&mut store, (0..3).map(|i| blank(1, i)).collect()).await.unwrap();
+            store.save_committed(Some(log_id(1, 1, 1))).await.unwrap();
+            assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 1)));
+            let (mem, _, _) = replay_file(&first_segment(dir.path()));
+            assert_eq!(mem.committed, None, "written on its own");
+            append(&mut store, vec![blank(1, 3)]).await.unwrap();
+            let (mem, _, _) = replay_file(&first_segment(dir.path()));
+            assert_eq!(mem.committed, Some(log_id(1, 1, 1)));
+            store.save_committed(Some(log_id(1, 1, 3))).await.unwrap();
+        }
+        let mut store = LogStore::open(dir.path()).unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1, 3)));
     }
 
     #[tokio::test]
