@@ -150,9 +150,10 @@ pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-accel", if cfg.accel == Accel::Kvm { "kvm" } else { "tcg" }]);
-    if cfg.accel == Accel::Kvm {
-        push(&["-cpu", "host"]);
-    }
+    // Under TCG, `max` offers every instruction set extension QEMU
+    // emulates (SSSE3 to AVX2, SHA, AES); the default model has none, so
+    // the guest falls back to generic C code for dm-verity's SHA-256.
+    push(&["-cpu", if cfg.accel == Accel::Kvm { "host" } else { "max" }]);
     push(&["-m", &cfg.memory_mib.to_string(), "-smp", &cfg.cpus.to_string()]);
     push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
     push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", paths.vars.display())]);
@@ -519,6 +520,7 @@ mod tests {
     fn boots_uefi_under_tcg_with_console_disk_and_cloud_config() {
         let a = qemu_args(&cfg(), &paths(), 2222);
         assert!(has_pair(&a, "-accel", "tcg"));
+        assert!(has_pair(&a, "-cpu", "max"));
         assert!(has_pair(&a, "-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")));
         assert!(has_pair(&a, "-drive", "if=virtio,format=qcow2,file=/t/disk.qcow2"));
         assert!(has_pair(&a, "-serial", "file:/t/console.log"));
