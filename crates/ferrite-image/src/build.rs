@@ -299,9 +299,13 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
     output(STEP, Command::new("systemd-sysusers").arg(format!("--root={}", stage.display())))?;
     // Ferrite's preset decides, over what Debian's packages enabled when
     // they were installed (docker.service and containerd.service, say).
+    // Units it enables are re-enabled: their links are made from the unit
+    // files as the image ships them, so a unit os-config replaces (such as
+    // systemd-resolved.service, wanted by another target) keeps no link
+    // the package made for its own file.
     let preset = opts.workspace.join("os-config/usr/lib/systemd/system-preset/40-ferrite.preset");
     let text = fs::read_to_string(&preset).map_err(io(STEP, &preset))?;
-    for verb in ["disable", "enable"] {
+    for (verb, command) in [("disable", "disable"), ("enable", "reenable")] {
         let units: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' '))
@@ -309,7 +313,10 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
             .filter(|u| !u.contains('*'))
             .collect();
         if !units.is_empty() {
-            output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg(verb).args(&units))?;
+            output(
+                STEP,
+                Command::new("systemctl").arg(format!("--root={}", stage.display())).arg(command).args(&units),
+            )?;
         }
     }
 
