@@ -28,8 +28,12 @@ fn start(dir: &Path) -> Running {
         .stderr(fs::File::create(&stderr).unwrap())
         .spawn()
         .expect("ferrite-vm starts");
-    let qemu = wait_for(Duration::from_secs(60), || qemu_child_of(ferrite_vm.id()))
-        .expect("ferrite-vm starts QEMU within 60 s");
+    // Running once QEMU is its child and it has named the console log.
+    let qemu = wait_for(Duration::from_secs(60), || {
+        let named = fs::read_to_string(&stderr).is_ok_and(|e| e.contains("console: "));
+        qemu_child_of(ferrite_vm.id()).filter(|_| named)
+    })
+    .expect("ferrite-vm starts QEMU within 60 s");
     Running { ferrite_vm, qemu, stderr }
 }
 
@@ -110,4 +114,8 @@ fn sigkill_of_ferrite_vm_takes_qemu_with_it() {
         signal(vm.qemu, "KILL");
         panic!("QEMU {} still runs 30 s after ferrite-vm was killed", vm.qemu);
     }
+    // A killed ferrite-vm cannot remove its VM directory; the test does.
+    let stderr = fs::read_to_string(&vm.stderr).unwrap();
+    let console = stderr.lines().find_map(|l| l.strip_prefix("console: ")).expect("ferrite-vm names its console log");
+    fs::remove_dir_all(Path::new(console).parent().unwrap()).unwrap();
 }
