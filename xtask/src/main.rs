@@ -132,7 +132,9 @@ enum Bench {
 /// benchmark, HAProxy as the reference proxy in that benchmark, iproute2 for the bridge a private Docker engine gets in the
 /// sidekicks' tests, sfdisk (fdisk) as the independent reader of the image
 /// builder's partition tables, xorriso, dosfstools and mtools for the
-/// config drives (ISO 9660 and vfat) ferrite-cloudinit's tests make.
+/// config drives (ISO 9660 and vfat) ferrite-cloudinit's tests make, QEMU
+/// with OVMF (and ssh-keygen) for ferrite-vm's tests of stopping it (no
+/// guest boots in tier 2).
 const HOST_PACKAGES: &[&str] = &[
     "etcd-server",
     "etcd-client",
@@ -147,6 +149,10 @@ const HOST_PACKAGES: &[&str] = &[
     "xorriso",
     "dosfstools",
     "mtools",
+    "qemu-system-x86",
+    "qemu-utils",
+    "ovmf",
+    "openssh-client",
 ];
 
 /// Debian packages the image builder and the VM tier use: mkosi (with

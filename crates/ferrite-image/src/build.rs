@@ -299,9 +299,13 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
     output(STEP, Command::new("systemd-sysusers").arg(format!("--root={}", stage.display())))?;
     // Ferrite's preset decides, over what Debian's packages enabled when
     // they were installed (docker.service and containerd.service, say).
+    // Units it enables are re-enabled: their links are made from the unit
+    // files as the image ships them, so a unit os-config replaces (such as
+    // systemd-resolved.service, wanted by another target) keeps no link
+    // the package made for its own file.
     let preset = opts.workspace.join("os-config/usr/lib/systemd/system-preset/40-ferrite.preset");
     let text = fs::read_to_string(&preset).map_err(io(STEP, &preset))?;
-    for verb in ["disable", "enable"] {
+    for (verb, command) in [("disable", "disable"), ("enable", "reenable")] {
         let units: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix(verb)?.strip_prefix(' '))
@@ -309,7 +313,10 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
             .filter(|u| !u.contains('*'))
             .collect();
         if !units.is_empty() {
-            output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg(verb).args(&units))?;
+            output(
+                STEP,
+                Command::new("systemctl").arg(format!("--root={}", stage.display())).arg(command).args(&units),
+            )?;
         }
     }
 
@@ -612,19 +619,23 @@ struct Pxe<'a> {
 }
 
 impl Pxe<'_> {
-    /// The PXE initramfs: the boot initramfs followed by a second cpio
-    /// archive (the kernel unpacks both) holding `ferrite/usr.img`, a GPT
-    /// image of USR-A and USR-A-VERITY with the disk's partition UUIDs, and
-    /// `ferrite/root/`, ROOT's tree without its fstab. The initramfs's
-    /// ferrite-pxe module attaches the image (so `usrhash=` finds /usr as
-    /// on a disk) and copies the tree onto the tmpfs root.
+    /// The PXE initramfs: the boot initramfs followed by two more cpio
+    /// archives (the kernel unpacks them in turn): `ferrite/usr.img`, a GPT
+    /// image of USR-A and USR-A-VERITY with the disk's partition UUIDs,
+    /// stored as it is (squashfs is compressed already), and `ferrite/root/`,
+    /// ROOT's tree without its fstab, compressed with zstd. The initramfs's
+    /// ferrite-pxe module attaches the image (so `usrhash=` finds /usr as on
+    /// a disk) and copies the tree onto the tmpfs root.
     fn initramfs(&self, initrd: &Path, work: &Path, out: &Path, epoch: u64) -> Result<()> {
         const STEP: &str = "PXE set";
-        let dir = work.join("pxe");
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io(STEP, &dir))?;
+        let usr_dir = work.join("pxe-usr");
+        let root_dir = work.join("pxe-root");
+        for dir in [&usr_dir, &root_dir] {
+            if dir.exists() {
+                fs::remove_dir_all(dir).map_err(io(STEP, dir))?;
+            }
+            fs::create_dir_all(dir.join("ferrite")).map_err(io(STEP, dir))?;
         }
-        fs::create_dir_all(dir.join("ferrite")).map_err(io(STEP, &dir))?;
         let sizes =
             Sizes { usr: file_size(self.usr, STEP)?, usr_verity: file_size(self.verity, STEP)?, ..Sizes::default() };
         let disk = Disk {
@@ -633,11 +644,11 @@ impl Pxe<'_> {
             uuid_of: self.uuid_of,
         };
         disk.assemble(
-            &dir.join("ferrite/usr.img"),
+            &usr_dir.join("ferrite/usr.img"),
             &[(Role::UsrA, Some(self.usr)), (Role::UsrAVerity, Some(self.verity))],
             STEP,
         )?;
-        let root = dir.join("ferrite/root");
+        let root = root_dir.join("ferrite/root");
         output(STEP, Command::new("cp").arg("-a").arg("--reflink=auto").arg(self.rootfs).arg(&root))?;
         // /usr is mounted from the image; the root is a tmpfs, named on the
         // command line, so fstab has nothing to mount.
@@ -647,39 +658,52 @@ impl Pxe<'_> {
             "# PXE boot: / is a tmpfs (root=tmpfs), /usr comes from the initramfs.\n",
             STEP,
         )?;
-        normalize_times(&dir, epoch, STEP)?;
+        let usr_cpio = cpio(&usr_dir, &work.join("pxe-usr.cpio"), epoch)?;
+        let root_cpio = cpio(&root_dir, &work.join("pxe-root.cpio"), epoch)?;
+        let root_zst = work.join("pxe-root.cpio.zst");
+        output(STEP, Command::new("zstd").args(["-q", "-f", "-19", "-o"]).arg(&root_zst).arg(&root_cpio))?;
 
-        let listing = output(STEP, Command::new("find").arg(".").current_dir(&dir))?;
-        let mut names: Vec<&str> = listing.lines().filter(|l| *l != ".").collect();
-        names.sort_unstable();
-        let cpio = work.join("pxe-usr.cpio");
-        let mut child = Command::new("cpio")
-            .args(["--quiet", "-o", "-H", "newc", "--reproducible", "-O"])
-            .arg(&cpio)
-            .current_dir(&dir)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|source| Error::Spawn { step: STEP, program: "cpio".into(), source })?;
-        child.stdin.take().expect("piped").write_all((names.join("\n") + "\n").as_bytes()).map_err(io(STEP, &cpio))?;
-        let done = child.wait_with_output().map_err(io(STEP, &cpio))?;
-        if !done.status.success() {
-            return Err(Error::Tool {
-                step: STEP,
-                command: "cpio -o".into(),
-                status: done.status,
-                stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
-            });
-        }
-        // The kernel reads concatenated archives, each starting on a
-        // 4-byte boundary.
+        // The kernel reads concatenated archives, compressed or not, each
+        // starting on a 4-byte boundary.
         let mut all = fs::File::create(out).map_err(io(STEP, out))?;
-        let initrd_size =
-            std::io::copy(&mut fs::File::open(initrd).map_err(io(STEP, initrd))?, &mut all).map_err(io(STEP, out))?;
-        all.write_all(&vec![0u8; (initrd_size.next_multiple_of(4) - initrd_size) as usize]).map_err(io(STEP, out))?;
-        std::io::copy(&mut fs::File::open(&cpio).map_err(io(STEP, &cpio))?, &mut all).map_err(io(STEP, out))?;
+        let mut written = 0u64;
+        for part in [initrd, &usr_cpio, &root_zst] {
+            all.write_all(&vec![0u8; (written.next_multiple_of(4) - written) as usize]).map_err(io(STEP, out))?;
+            written = written.next_multiple_of(4);
+            written +=
+                std::io::copy(&mut fs::File::open(part).map_err(io(STEP, part))?, &mut all).map_err(io(STEP, out))?;
+        }
         all.sync_all().map_err(io(STEP, out))
     }
+}
+
+/// A newc cpio archive at `out` of everything under `dir` (names sorted,
+/// times set to `epoch`, so the bytes depend on the content only).
+fn cpio(dir: &Path, out: &Path, epoch: u64) -> Result<PathBuf> {
+    const STEP: &str = "PXE set";
+    normalize_times(dir, epoch, STEP)?;
+    let listing = output(STEP, Command::new("find").arg(".").current_dir(dir))?;
+    let mut names: Vec<&str> = listing.lines().filter(|l| *l != ".").collect();
+    names.sort_unstable();
+    let mut child = Command::new("cpio")
+        .args(["--quiet", "-o", "-H", "newc", "--reproducible", "-O"])
+        .arg(out)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn { step: STEP, program: "cpio".into(), source })?;
+    child.stdin.take().expect("piped").write_all((names.join("\n") + "\n").as_bytes()).map_err(io(STEP, out))?;
+    let done = child.wait_with_output().map_err(io(STEP, out))?;
+    if !done.status.success() {
+        return Err(Error::Tool {
+            step: STEP,
+            command: "cpio -o".into(),
+            status: done.status,
+            stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+        });
+    }
+    Ok(out.to_path_buf())
 }
 
 fn convert(raw: &Path, out: &Path, format: &str) -> Result<()> {

@@ -5,11 +5,14 @@
 //!
 //! A [`Vm`] owns its QEMU process and its directory: dropping it kills and
 //! reaps QEMU; when the thread is panicking (a failed test) the directory
-//! with the console log is kept and its path printed.
+//! with the console log is kept and its path printed. QEMU also dies with
+//! the thread that started it (`PR_SET_PDEATHSIG`), so a harness killed
+//! outright (SIGKILL, a test runner's timeout) leaves no QEMU behind.
 
 use std::fs;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -147,9 +150,10 @@ pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-accel", if cfg.accel == Accel::Kvm { "kvm" } else { "tcg" }]);
-    if cfg.accel == Accel::Kvm {
-        push(&["-cpu", "host"]);
-    }
+    // Under TCG, `max` offers every instruction set extension QEMU
+    // emulates (SSSE3 to AVX2, SHA, AES); the default model has none, so
+    // the guest falls back to generic C code for dm-verity's SHA-256.
+    push(&["-cpu", if cfg.accel == Accel::Kvm { "host" } else { "max" }]);
     push(&["-m", &cfg.memory_mib.to_string(), "-smp", &cfg.cpus.to_string()]);
     push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
     push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", paths.vars.display())]);
@@ -201,7 +205,9 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Starts QEMU.
+    /// Starts QEMU. It is stopped when the [`Vm`] is dropped, and also
+    /// when the calling thread ends: keep the [`Vm`] on the thread that
+    /// started it.
     pub fn start(cfg: &VmConfig) -> Result<Vm> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("ferrite-vm-{}-", cfg.name))
@@ -251,15 +257,24 @@ impl Vm {
         let args = qemu_args(cfg, &paths, ssh_port);
         fs::write(d.join("qemu.args"), args.join("\n")).map_err(io(&d))?;
         let stderr = fs::File::create(d.join("qemu.stderr")).map_err(io(&d))?;
-        let child = Command::new("qemu-system-x86_64")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| Error::Spawn { program: "qemu-system-x86_64".into(), source })?;
-        tracing::info!(name = %cfg.name, dir = %d.display(), ssh_port, accel = ?cfg.accel, "VM started");
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes only raw system calls (prctl, getppid), which are
+        // async-signal-safe; it allocates nothing and takes no lock.
+        #[allow(unsafe_code)]
+        unsafe {
+            qemu.pre_exec(move || die_with_parent(parent));
+        }
+        let child = qemu.spawn().map_err(|source| Error::Spawn { program: "qemu-system-x86_64".into(), source })?;
+        tracing::info!(name = %cfg.name, dir = %d.display(), pid = child.id(), ssh_port, accel = ?cfg.accel, "VM started");
         Ok(Vm { name: cfg.name.clone(), child, dir: Some(dir), console, ssh_port, ssh_key, started: Instant::now() })
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The file the serial console is captured to.
@@ -442,6 +457,18 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// In QEMU's process before exec: SIGTERM (QEMU's clean stop) once the
+/// thread that started it exits, however it exits. A parent already gone
+/// before the death signal was set would never send it, so that is an
+/// error and QEMU does not start.
+fn die_with_parent(parent: rustix::process::Pid) -> std::io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+    if rustix::process::getppid() != Some(parent) {
+        return Err(std::io::Error::other("the process starting QEMU exited before it"));
+    }
+    Ok(())
+}
+
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
@@ -493,6 +520,7 @@ mod tests {
     fn boots_uefi_under_tcg_with_console_disk_and_cloud_config() {
         let a = qemu_args(&cfg(), &paths(), 2222);
         assert!(has_pair(&a, "-accel", "tcg"));
+        assert!(has_pair(&a, "-cpu", "max"));
         assert!(has_pair(&a, "-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")));
         assert!(has_pair(&a, "-drive", "if=virtio,format=qcow2,file=/t/disk.qcow2"));
         assert!(has_pair(&a, "-serial", "file:/t/console.log"));

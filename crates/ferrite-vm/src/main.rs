@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,6 +12,7 @@ use ferrite_vm::{Vm, VmConfig};
 
 /// Boots a Ferrite disk image under QEMU (OVMF; TCG unless FERRITE_VM_KVM=1),
 /// waits for the guest's boot report on the serial console and prints it.
+/// SIGTERM or SIGINT stops QEMU and keeps the console log.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -37,18 +40,23 @@ fn main() -> ExitCode {
 }
 
 fn boot(args: Args) -> anyhow::Result<()> {
+    let stop = StopOnSignal::install()?;
     let mut cfg = VmConfig::disk("cli", &args.image);
     cfg.boot = ferrite_vm::Boot::Disk { image: args.image.clone(), grow_to: Some(args.disk_gib << 30) };
     if let Some(path) = &args.cloud_config {
         cfg.cloud_config = Some(std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?);
     }
     let mut vm = Vm::start(&cfg)?;
+    stop.watch(&vm);
     eprintln!("console: {}", vm.console_path().display());
     let report = vm.wait_for_console("ferrite-report:", Duration::from_secs(args.timeout));
     let report = match report {
         Ok(r) => r,
         Err(e) => {
             let kept = vm.keep_logs();
+            if stop.signalled() {
+                bail!("stopped by a signal before the boot report; QEMU stopped (logs kept in {kept:?})");
+            }
             bail!("{e} (logs kept in {kept:?})");
         }
     };
@@ -60,8 +68,71 @@ fn boot(args: Args) -> anyhow::Result<()> {
     }
     if !args.check {
         eprintln!("VM running; Ctrl-C stops it");
-        // Until QEMU exits (the guest powers off) or Ctrl-C ends this process.
+        // Until QEMU exits (the guest powers off, or a signal stopped it).
         let _ = vm.wait_for_exit(Duration::from_secs(10 * 365 * 24 * 3600));
+        if stop.signalled() {
+            let kept = vm.keep_logs();
+            eprintln!("stopped by a signal; QEMU stopped (logs kept in {kept:?})");
+        }
     }
     Ok(())
+}
+
+/// SIGTERM and SIGINT stop QEMU (with SIGTERM, its clean stop) instead of
+/// ending this process at once: the waits above then see QEMU gone and
+/// keep its console log. Handled on a thread of its own with the signals
+/// registered before QEMU starts.
+#[derive(Debug, Clone)]
+struct StopOnSignal {
+    signalled: Arc<AtomicBool>,
+    qemu: Arc<AtomicU32>,
+}
+
+impl StopOnSignal {
+    fn install() -> anyhow::Result<StopOnSignal> {
+        use tokio::signal::unix::{signal, SignalKind};
+
+        let stop = StopOnSignal { signalled: Arc::default(), qemu: Arc::default() };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .context("cannot start the signal handler's runtime")?;
+        let (mut term, mut int) = runtime
+            .block_on(async {
+                Ok::<_, std::io::Error>((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+            })
+            .context("cannot handle SIGTERM and SIGINT")?;
+        let handler = stop.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+            handler.signalled.store(true, Ordering::SeqCst);
+            handler.stop_qemu();
+        });
+        Ok(stop)
+    }
+
+    /// From now on a signal stops `vm`'s QEMU (at once if one came already).
+    fn watch(&self, vm: &Vm) {
+        self.qemu.store(vm.pid(), Ordering::SeqCst);
+        if self.signalled() {
+            self.stop_qemu();
+        }
+    }
+
+    fn stop_qemu(&self) {
+        let pid = self.qemu.load(Ordering::SeqCst);
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            tracing::info!(pid = pid.as_raw_nonzero().get(), "signal received: stopping QEMU");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+
+    fn signalled(&self) -> bool {
+        self.signalled.load(Ordering::SeqCst)
+    }
 }

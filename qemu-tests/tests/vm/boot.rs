@@ -2,7 +2,7 @@
 //! running system with /usr through dm-verity and read-only and ROOT grown
 //! to the disk; the cloud-config given through fw_cfg is applied (hostname,
 //! the SSH key of user core); `core` logs in over SSH with that key and no
-//! other; Docker runs a container whose image was made on this host and
+//! other; names resolve through systemd-resolved's stub; Docker runs a container whose image was made on this host and
 //! sent over SSH (no registry); systemd-boot counted a try of slot A's
 //! entry and the good boot blessed it (the counter is gone from its name).
 
@@ -31,6 +31,7 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
 
     the_system_runs_on_verified_usr_with_root_grown(&line);
     core_logs_in_with_the_cloud_config_key_only(&mut vm, keys.path());
+    names_resolve_through_systemd_resolved(&vm);
     docker_runs_a_container_imported_over_ssh(&vm);
     the_counted_entry_is_tried_and_blessed(&vm);
 }
@@ -77,6 +78,19 @@ fn core_logs_in_with_the_cloud_config_key_only(vm: &mut Vm, keys: &std::path::Pa
     assert!(!out.status.success(), "a key that is not in the cloud-config must not log in");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Permission denied"), "sshd refuses the other key: {stderr}");
+}
+
+fn names_resolve_through_systemd_resolved(vm: &Vm) {
+    // resolved starts beside the boot, not before sysinit.target; once
+    // booted it answers the stub resolver of /etc/resolv.conf. /etc/hosts
+    // does not name the machine, so the answer comes from resolved (the
+    // disk boot's restricted network offers no DNS server to ask further).
+    assert_eq!(stdout_of(vm, "systemctl is-active systemd-resolved"), "active");
+    assert!(stdout_of(vm, "cat /etc/resolv.conf").contains("nameserver 127.0.0.53"), "the stub is the resolver");
+    let hosts = stdout_of(vm, "cat /etc/hosts");
+    assert!(!hosts.contains(HOSTNAME), "/etc/hosts does not answer for {HOSTNAME}: {hosts}");
+    let answer = stdout_of(vm, &format!("getent ahosts {HOSTNAME}"));
+    assert!(answer.contains("10.0.2.15"), "{HOSTNAME} resolves to the machine's address: {answer:?}");
 }
 
 fn docker_runs_a_container_imported_over_ssh(vm: &Vm) {

@@ -4,7 +4,8 @@
 # database before the switch, so systemd would wait for udev's second
 # coldplug to see the disk's partitions again, which under emulation
 # takes most of a minute; entries marked db_persist are kept, and the
-# mounts of the ESP and the OEM partition start at once.
+# mounts of the ESP and the OEM partition start at once. It also keeps
+# the device-mapper setup from delaying udevd (see install()).
 
 check() {
     # Only when asked for (dracut --add ferrite-devices).
@@ -12,9 +13,16 @@ check() {
 }
 
 depends() {
-    echo udev-rules
+    echo udev-rules dm
 }
 
 install() {
     inst_rules "$moddir/99-ferrite-db-persist.rules"
+    # dracut's dm module loads dm_mod and dm_mirror from a pre-udev hook,
+    # which makes dracut-pre-udev.service (a shell and dracut's library,
+    # about 5 s under emulation) run before udevd may start. Nothing needs
+    # it: dm_mod loads when systemd-veritysetup first opens
+    # /dev/mapper/control (a static node kmod-static-nodes makes), and
+    # Ferrite uses no mirror. Without a hook the service is skipped.
+    rm -f "$initdir/usr/lib/dracut/hooks/pre-udev/30-dm-pre-udev.sh"
 }
