@@ -1,20 +1,23 @@
-//! The running machine: the service manager and hostnamed through
-//! `ferrite-systemd` (D-Bus), users through the system's own `useradd` and
-//! `usermod`.
+//! The running machine: the service manager through `ferrite-systemd`
+//! (D-Bus), users through the system's own `useradd` and `usermod`, the
+//! hostname in `/etc/hostname` and the kernel.
 
 use std::path::Path;
 
 use ferrite_systemd::{Systemd, UnitCommand};
 
-use crate::apply::{useradd_args, ApplyError, Machine};
+use crate::apply::{useradd_args, write_file, ApplyError, Machine};
 use crate::command::run;
 use crate::config::User;
+use crate::plan::FileWrite;
 
 /// The live machine.
 #[derive(Debug)]
 pub struct Live {
     runtime: tokio::runtime::Runtime,
-    /// Always `Some` until dropped.
+    /// The system bus, connected on first use: applying a config that
+    /// names no units (a hostname, users, keys, files) never needs it, so
+    /// at boot it does not wait for dbus-daemon to start.
     connection: Option<Systemd>,
     /// Queue unit commands without waiting for their jobs.
     no_block: bool,
@@ -34,30 +37,47 @@ fn unit_error(action: &str, unit: &str, error: ferrite_systemd::Error) -> ApplyE
 }
 
 impl Live {
-    /// Connects to systemd on the system bus. With `no_block`, unit
-    /// commands are queued and not waited for (`systemctl --no-block`), as
-    /// the boot unit needs: the daemons it configures are ordered after it,
-    /// so their jobs cannot run until it has finished.
-    pub fn connect(no_block: bool) -> Result<Live, ApplyError> {
+    /// The running system, reached through systemd on the system bus once
+    /// something needs it. With `no_block`, unit commands are queued and
+    /// not waited for (`systemctl --no-block`), as the boot unit needs: the
+    /// daemons it configures are ordered after it, so their jobs cannot
+    /// run until it has finished.
+    pub fn new(no_block: bool) -> Result<Live, ApplyError> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
             ApplyError::Unit { action: "connect to".to_owned(), unit: "systemd".to_owned(), detail: e.to_string() }
         })?;
-        let systemd = runtime.block_on(Systemd::system()).map_err(|e| unit_error("connect to", "systemd", e))?;
-        Ok(Live { runtime, connection: Some(systemd), no_block })
+        Ok(Live { runtime, connection: None, no_block })
     }
 
     fn block_on<T>(
-        &self,
+        &mut self,
         call: impl AsyncFnOnce(&Systemd) -> Result<T, ferrite_systemd::Error>,
     ) -> Result<T, ferrite_systemd::Error> {
-        let systemd = self.connection.as_ref().expect("connected until dropped");
+        if self.connection.is_none() {
+            self.connection = Some(self.runtime.block_on(Systemd::system())?);
+        }
+        let systemd = self.connection.as_ref().expect("connected above");
         self.runtime.block_on(call(systemd))
     }
 }
 
 impl Machine for Live {
-    fn set_hostname(&mut self, _root: &Path, name: &str) -> Result<bool, ApplyError> {
-        self.block_on(async |s| s.set_static_hostname(name).await).map_err(|e| unit_error("set hostname", name, e))
+    /// As coreos-cloudinit did: `/etc/hostname` for the boots to come, the
+    /// kernel's for this one. Not through hostnamed: D-Bus-activating it
+    /// for one call cost a first boot six seconds under emulation, and it
+    /// would write the same file (hostnamectl reads it back as the static
+    /// hostname).
+    fn set_hostname(&mut self, root: &Path, name: &str) -> Result<bool, ApplyError> {
+        let stored = write_file(root, &FileWrite::new("/etc/hostname", format!("{name}\n"), 0o644))?;
+        if rustix::system::uname().nodename().to_bytes() == name.as_bytes() {
+            return Ok(stored);
+        }
+        rustix::system::sethostname(name.as_bytes()).map_err(|e| ApplyError::File {
+            action: "cannot set the running hostname (sethostname) to the one in",
+            path: "/etc/hostname".into(),
+            source: e.into(),
+        })?;
+        Ok(true)
     }
 
     fn create_user(&mut self, _root: &Path, user: &User) -> Result<(), ApplyError> {

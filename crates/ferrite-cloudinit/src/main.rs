@@ -168,7 +168,7 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
             outcome
         }
         None => {
-            let mut machine = ferrite_cloudinit::live::Live::connect(args.no_block)?;
+            let mut machine = ferrite_cloudinit::live::Live::new(args.no_block)?;
             ferrite_cloudinit::apply::apply(&plan, std::path::Path::new("/"), &mut machine)
         }
     };

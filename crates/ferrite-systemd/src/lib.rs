@@ -1,5 +1,5 @@
 //! The one systemd client of the project: typed calls to the service
-//! manager (`org.freedesktop.systemd1`) and hostnamed over D-Bus.
+//! manager (`org.freedesktop.systemd1`) over D-Bus.
 //!
 //! Unit commands wait for their job: the client subscribes to the
 //! manager's `JobRemoved` signal before asking, so a job that finishes at
@@ -91,20 +91,6 @@ pub mod proxy {
         /// `enabled`, `disabled`, `static`, ...
         #[zbus(property)]
         fn unit_file_state(&self) -> zbus::Result<String>;
-    }
-
-    /// `org.freedesktop.hostname1`.
-    #[zbus::proxy(
-        interface = "org.freedesktop.hostname1",
-        default_service = "org.freedesktop.hostname1",
-        default_path = "/org/freedesktop/hostname1"
-    )]
-    pub trait Hostname {
-        /// Sets the static hostname (`/etc/hostname`).
-        fn set_static_hostname(&self, name: &str, interactive: bool) -> zbus::Result<()>;
-        /// The static hostname.
-        #[zbus(property)]
-        fn static_hostname(&self) -> zbus::Result<String>;
     }
 }
 
@@ -204,7 +190,7 @@ pub struct UnitState {
     pub sub: String,
 }
 
-/// A connection to the service manager (and hostnamed).
+/// A connection to the service manager.
 #[derive(Debug, Clone)]
 pub struct Systemd {
     connection: zbus::Connection,
@@ -354,16 +340,6 @@ impl Systemd {
             .await
             .map_err(call("StartTransientUnit", name))?;
         self.wait(&mut removed, &job, UnitCommand::Start, name).await
-    }
-
-    /// Sets the static hostname through hostnamed; returns whether it changed.
-    pub async fn set_static_hostname(&self, name: &str) -> Result<bool, Error> {
-        let hostnamed = proxy::HostnameProxy::new(&self.connection).await.map_err(call("hostname1", name))?;
-        if hostnamed.static_hostname().await.map_err(call("StaticHostname", name))? == name {
-            return Ok(false);
-        }
-        hostnamed.set_static_hostname(name, false).await.map_err(call("SetStaticHostname", name))?;
-        Ok(true)
     }
 }
 

@@ -141,6 +141,8 @@ fn units_users_files_and_a_script_are_applied_once() -> Result<()> {
     assert_eq!(container.sh("cat /etc/ferrite/b64")?, "hello\n");
     assert_eq!(container.sh("stat -c '%a %U:%G' /etc/ferrite/b64")?.trim(), "600 root:root");
     assert_eq!(container.sh("cat /etc/hostname")?.trim(), "ferrite-test");
+    assert_eq!(container.sh("hostname")?.trim(), "ferrite-test", "the running hostname");
+    assert_eq!(container.sh("hostnamectl --static")?.trim(), "ferrite-test", "hostnamed reads the file back");
     assert_eq!(container.sh("cat /etc/hosts")?, "127.0.0.1 ferrite-test\n");
 
     // A script runs once, as a transient unit.
