@@ -323,8 +323,15 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
     // Where the OEM partition is mounted (usr-share-oem.mount).
     fs::create_dir_all(stage.join("usr/share/oem")).map_err(io(STEP, stage))?;
 
-    // First-boot identity is made on the machine, not in the image.
-    write(&stage.join("etc/machine-id"), "uninitialized\n", STEP)?;
+    // First-boot identity is made on the machine, not in the image. An
+    // empty machine-id, not "uninitialized": PID 1 writes a new ID into it
+    // either way, but "uninitialized" also counts as a first boot, on
+    // which PID 1 re-applies every preset to /etc before loading a unit
+    // (4.8 s under emulation) and systemd-firstboot runs (3.7 s), both
+    // redundant here: the presets were applied above, and cloud-config is
+    // what provisions a machine. Ferrite's own first-boot work keys on
+    // state of its own (ferrite-gpt-relocate.service).
+    write(&stage.join("etc/machine-id"), "", STEP)?;
     let ssh = stage.join("etc/ssh");
     if let Ok(entries) = fs::read_dir(&ssh) {
         for e in entries.flatten() {
@@ -619,13 +626,15 @@ struct Pxe<'a> {
 }
 
 impl Pxe<'_> {
-    /// The PXE initramfs: the boot initramfs followed by two more cpio
-    /// archives (the kernel unpacks them in turn): `ferrite/usr.img`, a GPT
-    /// image of USR-A and USR-A-VERITY with the disk's partition UUIDs,
-    /// stored as it is (squashfs is compressed already), and `ferrite/root/`,
-    /// ROOT's tree without its fstab, compressed with zstd. The initramfs's
-    /// ferrite-pxe module attaches the image (so `usrhash=` finds /usr as on
-    /// a disk) and copies the tree onto the tmpfs root.
+    /// The PXE initramfs: three cpio archives the kernel unpacks in turn:
+    /// `ferrite/usr.img`, a GPT image of USR-A and USR-A-VERITY with the
+    /// disk's partition UUIDs, stored as it is (squashfs is compressed
+    /// already); `ferrite/root/`, ROOT's tree without its fstab, compressed
+    /// with zstd; and the boot initramfs, last, because its lz4 stream
+    /// (the legacy format the kernel reads) has no end mark after which the
+    /// kernel could find another archive. The initramfs's ferrite-pxe
+    /// module attaches the image (so `usrhash=` finds /usr as on a disk) and
+    /// copies the tree onto the tmpfs root.
     fn initramfs(&self, initrd: &Path, work: &Path, out: &Path, epoch: u64) -> Result<()> {
         const STEP: &str = "PXE set";
         let usr_dir = work.join("pxe-usr");
@@ -664,10 +673,10 @@ impl Pxe<'_> {
         output(STEP, Command::new("zstd").args(["-q", "-f", "-19", "-o"]).arg(&root_zst).arg(&root_cpio))?;
 
         // The kernel reads concatenated archives, compressed or not, each
-        // starting on a 4-byte boundary.
+        // starting on a 4-byte boundary; an lz4 one only as the last.
         let mut all = fs::File::create(out).map_err(io(STEP, out))?;
         let mut written = 0u64;
-        for part in [initrd, &usr_cpio, &root_zst] {
+        for part in [&usr_cpio, &root_zst, initrd] {
             all.write_all(&vec![0u8; (written.next_multiple_of(4) - written) as usize]).map_err(io(STEP, out))?;
             written = written.next_multiple_of(4);
             written +=

@@ -49,6 +49,12 @@ fn boot(args: Args) -> anyhow::Result<()> {
     let mut vm = Vm::start(&cfg)?;
     stop.watch(&vm);
     eprintln!("console: {}", vm.console_path().display());
+    // The firmware's and the boot loader's share of the boot, which the
+    // guest's own clock does not see: until the kernel's first line.
+    let kernel = vm.wait_for_console("Linux version", Duration::from_secs(args.timeout));
+    if kernel.is_ok() {
+        println!("kernel started {:.1} s after QEMU start", vm.uptime().as_secs_f64());
+    }
     let report = vm.wait_for_console("ferrite-report:", Duration::from_secs(args.timeout));
     let report = match report {
         Ok(r) => r,

@@ -2,7 +2,8 @@
 //! running system with /usr through dm-verity and read-only and ROOT grown
 //! to the disk; the cloud-config given through fw_cfg is applied (hostname,
 //! the SSH key of user core); `core` logs in over SSH with that key and no
-//! other; names resolve through systemd-resolved's stub; Docker runs a container whose image was made on this host and
+//! other; the machine made its own machine-id and host key, and serves SSH
+//! per connection from sshd.socket; names resolve through systemd-resolved's stub; Docker runs a container whose image was made on this host and
 //! sent over SSH (no registry); systemd-boot counted a try of slot A's
 //! entry and the good boot blessed it (the counter is gone from its name).
 
@@ -31,6 +32,7 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
 
     the_system_runs_on_verified_usr_with_root_grown(&line);
     core_logs_in_with_the_cloud_config_key_only(&mut vm, keys.path());
+    the_machine_made_its_own_identity_once(&vm);
     names_resolve_through_systemd_resolved(&vm);
     docker_runs_a_container_imported_over_ssh(&vm);
     the_counted_entry_is_tried_and_blessed(&vm);
@@ -78,6 +80,20 @@ fn core_logs_in_with_the_cloud_config_key_only(vm: &mut Vm, keys: &std::path::Pa
     assert!(!out.status.success(), "a key that is not in the cloud-config must not log in");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Permission denied"), "sshd refuses the other key: {stderr}");
+}
+
+/// The image ships an empty machine-id and no host key: PID 1 wrote a new
+/// ID into /etc, the first boot made the host key and relocated the backup
+/// GPT once, and SSH is socket-activated (one sshd per connection, as on
+/// CoreOS) with Debian's daemon off.
+fn the_machine_made_its_own_identity_once(vm: &Vm) {
+    let id = stdout_of(vm, "cat /etc/machine-id");
+    assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "a machine id was written: {id:?}");
+    assert_eq!(stdout_of(vm, "test -s /etc/ssh/ssh_host_ed25519_key.pub && echo made"), "made");
+    assert_eq!(stdout_of(vm, "test -e /var/lib/ferrite/gpt-relocated && echo once"), "once");
+    assert_eq!(stdout_of(vm, "systemctl is-active sshd.socket"), "active");
+    let daemon = vm.ssh("core", "systemctl is-active ssh.service").expect("ssh runs");
+    assert_eq!(String::from_utf8_lossy(&daemon.stdout).trim(), "inactive", "no standing sshd");
 }
 
 fn names_resolve_through_systemd_resolved(vm: &Vm) {

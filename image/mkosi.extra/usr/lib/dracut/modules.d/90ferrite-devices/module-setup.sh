@@ -5,7 +5,8 @@
 # coldplug to see the disk's partitions again, which under emulation
 # takes most of a minute; entries marked db_persist are kept, and the
 # mounts of the ESP and the OEM partition start at once. It also keeps
-# the device-mapper setup from delaying udevd (see install()).
+# the device-mapper setup from delaying udevd and loads the disk's drivers
+# early (see install()).
 
 check() {
     # Only when asked for (dracut --add ferrite-devices).
@@ -25,4 +26,10 @@ install() {
     # /dev/mapper/control (a static node kmod-static-nodes makes), and
     # Ferrite uses no mirror. Without a hook the service is skipped.
     rm -f "$initdir/usr/lib/dracut/hooks/pre-udev/30-dm-pre-udev.sh"
+    # The disk's drivers load when systemd-modules-load.service runs, early
+    # in sysinit, instead of when udevd has started and its coldplug
+    # reaches the PCI devices (about 2 s later under emulation); so do the
+    # ones /usr needs. udevd still names the partitions.
+    mkdir -p "$initdir/usr/lib/modules-load.d"
+    printf '%s\n' virtio_pci virtio_blk dm_verity squashfs > "$initdir/usr/lib/modules-load.d/ferrite-initrd.conf"
 }
