@@ -244,10 +244,13 @@ pub struct LogStore {
 impl Drop for LogStore {
     fn drop(&mut self) {
         // Queued before the writer's queue closes (the handle drops next).
-        if lock(&self.mem).committed_unwritten {
-            let committed = Record::Committed(lock(&self.mem).committed);
+        let unwritten = {
+            let mem = lock(&self.mem);
+            mem.committed_unwritten.then_some(mem.committed)
+        };
+        if let Some(committed) = unwritten {
             let done = Done::Unawaited { what: "save the committed log id", sync: false };
-            if let Err(e) = self.record(committed, done) {
+            if let Err(e) = self.record(Record::Committed(committed), done) {
                 tracing::warn!(error = %e, "cannot save the commit point on close");
             }
         }
@@ -401,12 +404,19 @@ impl LogStore {
     /// Applies `record` to the in-memory log and queues it for the writer,
     /// after the commit point if that changed since it was last written.
     fn record(&mut self, record: Record, done: Done) -> Result<(), WriteError> {
+        // Encoded before taking the lock the replication tasks read the log
+        // under; only the commit point in front of it depends on the state.
+        let mut encoded = Vec::new();
+        encode_record(&record, &mut encoded)?;
         let mut mem = lock(&self.mem);
-        let mut bytes = Vec::new();
-        if mem.committed_unwritten && !matches!(record, Record::Committed(_)) {
+        let bytes = if mem.committed_unwritten && !matches!(record, Record::Committed(_)) {
+            let mut bytes = Vec::with_capacity(encoded.len() + 64);
             encode_record(&Record::Committed(mem.committed), &mut bytes)?;
-        }
-        encode_record(&record, &mut bytes)?;
+            bytes.extend_from_slice(&encoded);
+            bytes
+        } else {
+            encoded
+        };
         let extent = match &record {
             Record::Append(entries) => entries.last().map(|e| Extent::Upto(e.log_id.index)),
             Record::Truncate { since } => Some(Extent::Truncated { since: *since }),
