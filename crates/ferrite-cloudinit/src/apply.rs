@@ -533,6 +533,12 @@ pub fn template_of(unit: &str) -> Option<String> {
 /// users are added with `useradd --prefix`; the service manager is not
 /// there, so reloads and unit commands are recorded and skipped, and
 /// scripts are not run.
+/// Writes `name` as the static hostname (`/etc/hostname` under `root`);
+/// returns whether the file changed. Both machines store it this way.
+pub fn store_hostname(root: &Path, name: &str) -> Result<bool, ApplyError> {
+    write_file(root, &FileWrite::new("/etc/hostname", format!("{name}\n"), 0o644))
+}
+
 #[derive(Debug, Default)]
 pub struct Offline {
     /// What was skipped because no system is running, for the log and tests.
@@ -541,7 +547,7 @@ pub struct Offline {
 
 impl Machine for Offline {
     fn set_hostname(&mut self, root: &Path, name: &str) -> Result<bool, ApplyError> {
-        write_file(root, &FileWrite::new("/etc/hostname", format!("{name}\n"), 0o644))
+        store_hostname(root, name)
     }
 
     fn create_user(&mut self, root: &Path, user: &User) -> Result<(), ApplyError> {

@@ -6,10 +6,9 @@ use std::path::Path;
 
 use ferrite_systemd::{Systemd, UnitCommand};
 
-use crate::apply::{useradd_args, write_file, ApplyError, Machine};
+use crate::apply::{store_hostname, useradd_args, ApplyError, Machine};
 use crate::command::run;
 use crate::config::User;
-use crate::plan::FileWrite;
 
 /// The live machine.
 #[derive(Debug)]
@@ -43,9 +42,12 @@ impl Live {
     /// daemons it configures are ordered after it, so their jobs cannot
     /// run until it has finished.
     pub fn new(no_block: bool) -> Result<Live, ApplyError> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
-            ApplyError::Unit { action: "connect to".to_owned(), unit: "systemd".to_owned(), detail: e.to_string() }
-        })?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ApplyError::Unit {
+                action: "start the runtime for".to_owned(),
+                unit: "systemd's client".to_owned(),
+                detail: e.to_string(),
+            })?;
         Ok(Live { runtime, connection: None, no_block })
     }
 
@@ -68,7 +70,7 @@ impl Machine for Live {
     /// would write the same file (hostnamectl reads it back as the static
     /// hostname).
     fn set_hostname(&mut self, root: &Path, name: &str) -> Result<bool, ApplyError> {
-        let stored = write_file(root, &FileWrite::new("/etc/hostname", format!("{name}\n"), 0o644))?;
+        let stored = store_hostname(root, name)?;
         if rustix::system::uname().nodename().to_bytes() == name.as_bytes() {
             return Ok(stored);
         }
