@@ -293,12 +293,14 @@ impl Vm {
     }
 
     /// Waits until the console shows `needle`, QEMU exits, or `timeout`.
+    /// Each look reads only what the guest wrote since the last one (from
+    /// the start of the line that was still being written).
     pub fn wait_for_console(&mut self, needle: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
+        let mut searched = 0;
         loop {
-            let text = self.console();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return Ok(line.to_string());
+            if let Some(line) = find_line(&self.console, &mut searched, needle).map_err(io(&self.console))? {
+                return Ok(line);
             }
             self.check_running(&format!("console line containing {needle:?}"))?;
             if Instant::now() > deadline {
@@ -307,7 +309,7 @@ impl Vm {
                     waiting_for: format!("console line containing {needle:?}"),
                     seconds: timeout.as_secs(),
                     console: self.console.clone(),
-                    tail: tail(&text, 40),
+                    tail: tail(&self.console(), 40),
                 });
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -472,6 +474,28 @@ fn die_with_parent(parent: rustix::process::Pid) -> std::io::Result<()> {
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
+/// The first line of `path` at or after byte `searched` that contains
+/// `needle`. Moves `searched` past the complete lines read, so the next
+/// call starts at the line still being written.
+fn find_line(path: &Path, searched: &mut u64, needle: &str) -> std::io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        // QEMU has not created it yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    file.seek(SeekFrom::Start(*searched))?;
+    let mut new = Vec::new();
+    file.read_to_end(&mut new)?;
+    if let Some(line) = String::from_utf8_lossy(&new).lines().find(|l| l.contains(needle)) {
+        return Ok(Some(line.to_string()));
+    }
+    if let Some(end) = new.iter().rposition(|b| *b == b'\n') {
+        *searched += end as u64 + 1;
+    }
+    Ok(None)
+}
 
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
@@ -565,6 +589,20 @@ mod tests {
         let a = qemu_args(&c, &paths(), 1);
         assert!(has_pair(&a, "-accel", "kvm"));
         assert!(has_pair(&a, "-cpu", "host"));
+    }
+
+    #[test]
+    fn console_lines_are_found_across_looks_without_rereading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let mut searched = 0;
+        assert_eq!(find_line(&path, &mut searched, "login:").unwrap(), None);
+        fs::write(&path, "boot\nFerrite lo").unwrap();
+        assert_eq!(find_line(&path, &mut searched, "login:").unwrap(), None);
+        assert_eq!(searched, 5, "the half-written line is read again");
+        fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"gin: ready\nmore\n").unwrap();
+        assert_eq!(find_line(&path, &mut searched, "login:").unwrap().as_deref(), Some("Ferrite login: ready"));
+        assert_eq!(find_line(&path, &mut searched, "boot").unwrap(), None, "lines already searched are not");
     }
 
     #[test]
