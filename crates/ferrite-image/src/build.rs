@@ -182,7 +182,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
     let oem = work.join("oem.img");
     mkfs_ext4(&oem, &oem_dir, "OEM", opts.sizes.oem, &root_hash, epoch)?;
     let rootfs = work.join("rootfs");
-    root_tree(&stage, &rootfs, &root_partuuid, epoch)?;
+    root_tree(&stage, &rootfs, epoch)?;
     normalize_times(&rootfs, epoch, "ROOT")?;
     let root = work.join("root.img");
     mkfs_ext4(&root, &rootfs, "ROOT", opts.sizes.root, &root_hash, epoch)?;
@@ -320,6 +320,10 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
         }
     }
 
+    // Upstream units Ferrite replaces, which a link in /usr pulls in where
+    // no preset can disable them.
+    output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg("mask").args(MASKED))?;
+
     // Where the OEM partition is mounted (usr-share-oem.mount).
     fs::create_dir_all(stage.join("usr/share/oem")).map_err(io(STEP, stage))?;
 
@@ -330,7 +334,7 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
     // (4.8 s under emulation) and systemd-firstboot runs (3.7 s), both
     // redundant here: the presets were applied above, and cloud-config is
     // what provisions a machine. Ferrite's own first-boot work keys on
-    // state of its own (ferrite-gpt-relocate.service).
+    // state of its own (the GPT relocation's stamp, ferrite-grow-root).
     write(&stage.join("etc/machine-id"), "", STEP)?;
     let ssh = stage.join("etc/ssh");
     if let Ok(entries) = fs::read_dir(&ssh) {
@@ -346,10 +350,17 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Units masked in the image's /etc:
+/// - systemd-repart.service: sysinit.target wants it through a link in
+///   /usr, so sysinit.target would wait for it and for the two modules it
+///   loads first. ferrite-grow-root.service runs systemd-repart beside the
+///   boot instead.
+const MASKED: [&str; 1] = ["systemd-repart.service"];
+
 /// ROOT as built: everything of the stage except /usr (machine state and
 /// administrator config), the usr-merge symlinks, mount points and an
-/// fstab that grows the filesystem to the partition.
-fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str, epoch: u64) -> Result<()> {
+/// fstab for the administrator's own mounts.
+fn root_tree(stage: &Path, rootfs: &Path, epoch: u64) -> Result<()> {
     const STEP: &str = "ROOT";
     if rootfs.exists() {
         fs::remove_dir_all(rootfs).map_err(io(STEP, rootfs))?;
@@ -385,11 +396,14 @@ fn root_tree(stage: &Path, rootfs: &Path, root_partuuid: &str, epoch: u64) -> Re
         let stamp = format!("TIMESTAMP_NSEC={}\n", u128::from(epoch) * 1_000_000_000);
         write(&rootfs.join(dir).join(".updated"), &stamp, STEP)?;
     }
+    // No line for / or /usr: the kernel command line mounts both (root=,
+    // mount.usr=), and the initramfs checks ROOT before mounting it. A
+    // line for / would only make systemd-remount-fs remount it with the
+    // options it already has, one more process on every boot.
     write(
         &rootfs.join("etc/fstab"),
-        &format!(
-            "# ROOT: grown to the disk on first boot (systemd-repart, ferrite-grow-root.service).\nPARTUUID={root_partuuid} / ext4 rw 0 1\n"
-        ),
+        "# Filesystems to mount at boot. ROOT (/) and /usr come from the kernel command line\n\
+         # (root=, mount.usr=) and need no line here.\n",
         STEP,
     )?;
     Ok(())

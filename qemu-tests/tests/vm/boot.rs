@@ -33,6 +33,7 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
     the_system_runs_on_verified_usr_with_root_grown(&line);
     core_logs_in_with_the_cloud_config_key_only(&mut vm, keys.path());
     the_machine_made_its_own_identity_once(&vm);
+    root_grew_beside_the_boot(&vm);
     names_resolve_through_systemd_resolved(&vm);
     docker_runs_a_container_imported_over_ssh(&vm);
     the_counted_entry_is_tried_and_blessed(&vm);
@@ -94,6 +95,19 @@ fn the_machine_made_its_own_identity_once(vm: &Vm) {
     assert_eq!(stdout_of(vm, "systemctl is-active sshd.socket"), "active");
     let daemon = vm.ssh("core", "systemctl is-active ssh.service").expect("ssh runs");
     assert_eq!(String::from_utf8_lossy(&daemon.stdout).trim(), "inactive", "no standing sshd");
+}
+
+/// ROOT's growth (checked above) ran beside the boot: multi-user.target is
+/// not ordered after it, and systemd-repart.service, which sysinit.target
+/// would wait for, is masked. No fstab line makes systemd-remount-fs
+/// remount / with the options it has.
+fn root_grew_beside_the_boot(vm: &Vm) {
+    assert_eq!(stdout_of(vm, "systemctl is-active ferrite-grow-root.service"), "active");
+    let after = stdout_of(vm, "systemctl show -p After --value multi-user.target");
+    assert!(!after.contains("ferrite-grow-root"), "multi-user.target waits for ROOT's growth: {after}");
+    let repart = vm.ssh("core", "systemctl is-enabled systemd-repart.service").expect("ssh runs");
+    assert_eq!(String::from_utf8_lossy(&repart.stdout).trim(), "masked");
+    assert_eq!(stdout_of(vm, "sed '/^#/d; /^$/d' /etc/fstab"), "", "/etc/fstab lists no mount");
 }
 
 fn names_resolve_through_systemd_resolved(vm: &Vm) {
