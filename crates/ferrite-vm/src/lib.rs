@@ -151,8 +151,10 @@ pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
     push(&["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-accel", if cfg.accel == Accel::Kvm { "kvm" } else { "tcg" }]);
     // Under TCG, `max` offers every instruction set extension QEMU
-    // emulates (SSSE3 to AVX2, SHA, AES); the default model has none, so
-    // the guest falls back to generic C code for dm-verity's SHA-256.
+    // emulates (SSSE3 to AVX2, AES); the default model has few. Reads of
+    // /usr through dm-verity measured faster with it (BENCHMARKS.md),
+    // though the boot's own dm-verity device hashes with sha256-generic
+    // either way: the accelerated module is not loaded that early.
     push(&["-cpu", if cfg.accel == Accel::Kvm { "host" } else { "max" }]);
     push(&["-m", &cfg.memory_mib.to_string(), "-smp", &cfg.cpus.to_string()]);
     push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
