@@ -266,9 +266,10 @@ impl Encoding {
     }
 
     pub fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, String> {
-        let mut buf = Vec::new();
-        self.encode_into(&mut buf, value)?;
-        Ok(buf)
+        match self {
+            Encoding::Postcard => postcard::to_allocvec(value).map_err(|e| e.to_string()),
+            Encoding::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+        }
     }
 
     /// Appends `value`'s encoding to `buf`.

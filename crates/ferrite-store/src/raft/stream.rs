@@ -386,12 +386,11 @@ impl Streams {
 
     fn link(&self, url: &str) -> Arc<Link> {
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(link) = links.get(url) {
-            return Arc::clone(link);
-        }
-        let link = Arc::new(Link { url: url.to_owned(), conn: tokio::sync::Mutex::new(None) });
-        links.insert(url.to_owned(), Arc::clone(&link));
-        link
+        Arc::clone(
+            links
+                .entry(url.to_owned())
+                .or_insert_with(|| Arc::new(Link { url: url.to_owned(), conn: tokio::sync::Mutex::new(None) })),
+        )
     }
 
     /// Sends one call to member `to` at peer URL `url` and decodes its
