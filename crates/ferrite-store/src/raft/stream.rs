@@ -59,14 +59,6 @@ pub const REFUSED: u8 = 1;
 /// Length, id and kind or status.
 const HEADER: usize = 4 + 8 + 1;
 
-/// How long a stream may stay silent while calls wait on it before the
-/// next call dials again. A peer that answers nothing at all for this long
-/// may be gone without a word (its machine lost, a connection state
-/// dropped on the way), and TCP alone would notice only after minutes.
-/// A slow answer is not silence: any frame from the peer resets it. etcd
-/// gives its streams the same 5 s (`ConnReadTimeout`).
-const SILENCE_LIMIT: Duration = Duration::from_secs(5);
-
 /// The largest frame either end accepts: the log's own record size limit,
 /// as for the peer API's HTTP bodies.
 const MAX_FRAME: usize = 1 << 30;
@@ -278,7 +270,6 @@ async fn write<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> std::io::Resu
 pub struct Streams {
     http: reqwest::Client,
     links: Arc<Mutex<HashMap<String, Arc<Link>>>>,
-    silence_limit: Duration,
 }
 
 /// The stream to one peer URL, if it is up.
@@ -302,12 +293,10 @@ struct Conn {
 
 #[derive(Debug)]
 struct Shared {
-    /// When the stream was opened; `waiting_since` counts from here.
+    /// When the stream was opened; `last_heard` counts from here.
     opened: Instant,
-    /// Microseconds after `opened` when the first call went out that no
-    /// frame has followed yet; `u64::MAX` once the peer has said anything
-    /// since.
-    waiting_since: AtomicU64,
+    /// Microseconds after `opened` of the last frame read.
+    last_heard: AtomicU64,
     calls: Mutex<Calls>,
 }
 
@@ -345,12 +334,6 @@ impl Shared {
     fn broken(&self) -> Option<String> {
         self.calls().broken.clone()
     }
-
-    /// Whether calls have waited on the peer for `limit` without a frame.
-    fn silent_for(&self, limit: Duration) -> bool {
-        let since = self.waiting_since.load(Ordering::Relaxed);
-        since != u64::MAX && Duration::from_micros(self.since_opened().saturating_sub(since)) >= limit
-    }
 }
 
 /// Hands each reply to the call waiting for it, until the stream ends.
@@ -358,7 +341,7 @@ async fn read_replies(shared: Arc<Shared>, mut frames: FrameReader<ReadHalf<Upgr
     let reason = loop {
         match frames.next().await {
             Ok(Some(frame)) => {
-                shared.waiting_since.store(u64::MAX, Ordering::Relaxed);
+                shared.last_heard.store(shared.since_opened(), Ordering::Relaxed);
                 // A call that gave up waiting is gone from the map.
                 if let Some(waiting) = shared.calls().waiting.remove(&frame.id) {
                     let _ = waiting.send(frame);
@@ -374,14 +357,7 @@ async fn read_replies(shared: Arc<Shared>, mut frames: FrameReader<ReadHalf<Upgr
 impl Streams {
     /// Dials with `http`, which must speak HTTP/1 (an upgrade needs it).
     pub fn new(http: reqwest::Client) -> Streams {
-        Streams { http, links: Arc::default(), silence_limit: SILENCE_LIMIT }
-    }
-
-    /// Gives up streams silent for `limit` instead of [`SILENCE_LIMIT`].
-    #[cfg(test)]
-    fn silence_limit(mut self, limit: Duration) -> Streams {
-        self.silence_limit = limit;
-        self
+        Streams { http, links: Arc::default() }
     }
 
     fn link(&self, url: &str) -> Arc<Link> {
@@ -405,7 +381,7 @@ impl Streams {
     ) -> Result<Resp, PeerCallError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let link = self.link(url);
-        let conn = match tokio::time::timeout_at(deadline, link.connect(&self.http, to, self.silence_limit)).await {
+        let conn = match tokio::time::timeout_at(deadline, link.connect(&self.http, to)).await {
             Ok(conn) => conn?,
             Err(_) => return Err(PeerCallError::Timeout { to, url: url.to_owned(), kind: kind.name() }),
         };
@@ -421,14 +397,22 @@ impl Streams {
             calls.waiting.insert(id, tx);
         }
         let mut call = Call { conn: &conn, id, writing: false };
-        conn.shared.waiting_since.fetch_min(conn.shared.since_opened(), Ordering::Relaxed);
+        let asked = conn.shared.since_opened();
         match tokio::time::timeout_at(deadline, call.send(&frame, rx)).await {
             Ok(Ok(reply)) => {
                 call.done();
                 decode_reply(to, url, kind, reply)
             }
             Ok(Err(reason)) => Err(PeerCallError::Stream { to, url: url.to_owned(), reason }),
-            Err(_) => Err(PeerCallError::Timeout { to, url: url.to_owned(), kind: kind.name() }),
+            Err(_) => {
+                // A peer that answered nothing at all since this call was
+                // sent may be gone without a word (paused, or cut off):
+                // dial again next time rather than wait on this stream.
+                if conn.shared.last_heard.load(Ordering::Relaxed) <= asked {
+                    conn.shared.break_off(format!("no frame from the peer within {timeout:?}"));
+                }
+                Err(PeerCallError::Timeout { to, url: url.to_owned(), kind: kind.name() })
+            }
         }
     }
 }
@@ -497,17 +481,12 @@ impl Drop for Call<'_> {
 impl Link {
     /// The open stream, dialling one if there is none or it broke. One
     /// caller dials while the others wait for its stream.
-    async fn connect(&self, http: &reqwest::Client, to: NodeId, silence: Duration) -> Result<Arc<Conn>, PeerCallError> {
+    async fn connect(&self, http: &reqwest::Client, to: NodeId) -> Result<Arc<Conn>, PeerCallError> {
         let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.take() {
-            if conn.shared.silent_for(silence) {
-                conn.shared.break_off(format!("no frame from the peer for {silence:?} while calls waited"));
-            }
-            if conn.shared.broken().is_none() {
-                *slot = Some(Arc::clone(&conn));
-                return Ok(conn);
-            }
+        if let Some(conn) = slot.as_ref().filter(|c| c.shared.broken().is_none()) {
+            return Ok(Arc::clone(conn));
         }
+        *slot = None;
         let url = format!("{}{ROUTE}", self.url);
         let resp = http
             .post(&url)
@@ -523,11 +502,8 @@ impl Link {
         }
         let io = resp.upgrade().await.map_err(|source| PeerCallError::Transport { to, url: url.clone(), source })?;
         let (rd, wr) = tokio::io::split(io);
-        let shared = Arc::new(Shared {
-            opened: Instant::now(),
-            waiting_since: AtomicU64::new(u64::MAX),
-            calls: Mutex::default(),
-        });
+        let shared =
+            Arc::new(Shared { opened: Instant::now(), last_heard: AtomicU64::new(0), calls: Mutex::default() });
         let reader = tokio::spawn(read_replies(Arc::clone(&shared), FrameReader::new(rd))).abort_handle();
         let conn = Arc::new(Conn { writer: tokio::sync::Mutex::new(wr), shared, next_id: AtomicU64::new(0), reader });
         *slot = Some(Arc::clone(&conn));
@@ -669,24 +645,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_peer_silent_too_long_is_dialled_again_but_a_slow_answer_is_not_silence() {
+    async fn a_peer_silent_for_a_whole_call_is_dialled_again_but_a_slow_answer_is_not_silence() {
         let peer = peer().await;
-        let streams = Streams::new(crate::raft::network::peer_http_client()).silence_limit(Duration::from_millis(200));
+        let streams = Streams::new(crate::raft::network::peer_http_client());
         assert_eq!(ask(&streams, &peer.url, 0, 2, 5000).await.unwrap(), 4);
-        // A call times out, but the stream has been silent for less than
-        // the limit: the next call still goes on it.
+        // Nothing at all comes back within the timeout: the stream is given up.
         let silent = ask(&streams, &peer.url, 0, 0, 100).await.unwrap_err();
-        assert!(matches!(silent, PeerCallError::Timeout { .. }), "{silent}");
-        assert_eq!(ask(&streams, &peer.url, 0, 3, 5000).await.unwrap(), 6);
-        assert_eq!(peer.dials.load(Ordering::SeqCst), 1);
-        // Nothing at all comes back for longer than the limit: the stream
-        // is given up.
-        let silent = ask(&streams, &peer.url, 0, 0, 250).await.unwrap_err();
         assert!(matches!(silent, PeerCallError::Timeout { .. }), "{silent}");
         assert_eq!(ask(&streams, &peer.url, 0, 3, 5000).await.unwrap(), 6);
         assert_eq!(peer.dials.load(Ordering::SeqCst), 2);
         // One call times out while others are answered: the stream is alive.
-        let slow = ask(&streams, &peer.url, 300, 4, 250);
+        let slow = ask(&streams, &peer.url, 300, 4, 150);
         let quick = async {
             tokio::time::sleep(Duration::from_millis(50)).await;
             ask(&streams, &peer.url, 0, 5, 5000).await
