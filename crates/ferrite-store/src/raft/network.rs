@@ -229,19 +229,6 @@ pub enum PeerCallError {
 }
 
 impl PeerCallError {
-    /// What a request that failed before an answer came means: a peer
-    /// that cannot be reached, or a transport failure after connecting.
-    pub fn sending(to: NodeId, url: &str) -> impl FnOnce(reqwest::Error) -> PeerCallError + '_ {
-        move |source| {
-            let url = url.to_owned();
-            if source.is_connect() {
-                PeerCallError::Unreachable { to, url, source }
-            } else {
-                PeerCallError::Transport { to, url, source }
-            }
-        }
-    }
-
     fn is_unreachable(&self) -> bool {
         matches!(self, PeerCallError::Cut { .. } | PeerCallError::Unreachable { .. })
     }
@@ -310,7 +297,13 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         .body(body)
         .send()
         .await
-        .map_err(PeerCallError::sending(to, &url))?;
+        .map_err(|source| {
+            if source.is_connect() {
+                PeerCallError::Unreachable { to, url: url.clone(), source }
+            } else {
+                PeerCallError::Transport { to, url: url.clone(), source }
+            }
+        })?;
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(|source| PeerCallError::Transport { to, url: url.clone(), source })?;
     if !status.is_success() {

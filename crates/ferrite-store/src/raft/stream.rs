@@ -494,7 +494,13 @@ impl Link {
             .header(http::header::UPGRADE, PROTOCOL)
             .send()
             .await
-            .map_err(PeerCallError::sending(to, &url))?;
+            .map_err(|source| {
+                if source.is_connect() {
+                    PeerCallError::Unreachable { to, url: url.clone(), source }
+                } else {
+                    PeerCallError::Transport { to, url: url.clone(), source }
+                }
+            })?;
         let status = resp.status();
         if status != http::StatusCode::SWITCHING_PROTOCOLS {
             let body = resp.text().await.unwrap_or_default();
