@@ -16,7 +16,6 @@ use crate::forwarder::{Forward, Forwarder};
 use crate::proposer::Proposer;
 use crate::raft::network::{call, Encoding, PeerStats};
 use crate::raft::state_machine::SharedState;
-use crate::raft::stream::{Kind, Streams};
 use crate::raft::types::{NodeId, PeerNode, Raft, Request, Response};
 use crate::v2store::{Command, UnixNanos};
 
@@ -86,10 +85,7 @@ pub struct Node {
     pub peer_stats: PeerStats,
     /// Fired when this member sees itself removed from the cluster.
     pub removed: tokio::sync::Notify,
-    /// Set when the member stops serving; the peer streams it serves end.
-    stopping: tokio::sync::watch::Sender<bool>,
     http: reqwest::Client,
-    streams: Streams,
     proposer: Proposer,
     forwarder: Forwarder,
 }
@@ -124,11 +120,14 @@ impl Node {
         raft: Raft,
         state: SharedState,
         peer_stats: PeerStats,
-        streams: Streams,
-        http: reqwest::Client,
     ) -> Arc<Node> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
         let proposer = Proposer::spawn(raft.clone());
-        let forwarder = Forwarder::spawn(streams.clone());
+        let forwarder = Forwarder::spawn(http.clone());
         Arc::new(Node {
             id,
             name,
@@ -142,23 +141,10 @@ impl Node {
             counters: Counters::default(),
             peer_stats,
             removed: tokio::sync::Notify::new(),
-            stopping: tokio::sync::watch::Sender::new(false),
             http,
-            streams,
             proposer,
             forwarder,
         })
-    }
-
-    /// Ends every peer stream this member serves, now and later.
-    pub fn stop_serving(&self) {
-        self.stopping.send_replace(true);
-    }
-
-    /// Resolves once the member stops serving.
-    pub async fn stopped(&self) {
-        let mut stopping = self.stopping.subscribe();
-        let _ = stopping.wait_for(|stop| *stop).await;
     }
 
     /// Why raft stopped, if it did.
@@ -325,7 +311,7 @@ impl Node {
                 let url = self.leader_peer_url(leader).ok_or(NodeError::LeaderChanged)?;
                 let left = deadline.saturating_duration_since(Instant::now());
                 let answer: Result<Result<u64, NodeError>, _> =
-                    self.streams.call(leader, &url, Kind::ReadIndex, &(), left).await;
+                    call(&self.http, leader, &url, "/raft/read-index", &(), left, Encoding::Json).await;
                 match answer {
                     Ok(Ok(index)) => index,
                     Ok(Err(NodeError::LeaderChanged)) => continue,

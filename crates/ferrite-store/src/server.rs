@@ -17,9 +17,8 @@ use crate::config::{ClusterState, InitialMember, Settings};
 use crate::ids;
 use crate::node::Node;
 use crate::raft::log_store::{LogStore, LogStoreOptions};
-use crate::raft::network::{peer_http_client, Faults, Network, PeerStats};
+use crate::raft::network::{Faults, Network, PeerStats};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::stream::Streams;
 use crate::raft::types::{NodeId, PeerNode, Raft};
 
 /// The file naming this member and its cluster, written once at bootstrap.
@@ -86,7 +85,6 @@ impl Started {
         for server in &self.servers {
             server.abort();
         }
-        self.node.stop_serving();
         let _ = self.node.raft.shutdown().await;
     }
 }
@@ -295,10 +293,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     };
     let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
     let peer_stats = PeerStats::default();
-    let http = peer_http_client();
-    let streams = Streams::new(http.clone());
-    let network = Network::new(id, streams.clone(), http.clone(), embed.faults.clone(), peer_stats.clone())
-        .commit_when_synced(durability);
+    let network = Network::new(id, embed.faults.clone(), peer_stats.clone()).commit_when_synced(durability);
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -312,8 +307,6 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         raft.clone(),
         state,
         peer_stats,
-        streams,
-        http,
     );
 
     let mut servers = Vec::new();

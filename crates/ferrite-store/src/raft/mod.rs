@@ -8,7 +8,6 @@ pub mod network;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;
-pub mod stream;
 pub mod types;
 
 pub use durable::OpenError;
