@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use ferrite_etcd_api::v2;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -86,16 +85,6 @@ impl Started {
             server.abort();
         }
         let _ = self.node.raft.shutdown().await;
-    }
-}
-
-/// Sends small answers and stream frames at once, as Go's net package
-/// (and so etcd) does for every connection: with Nagle's algorithm, a
-/// reply written while the previous one is unacknowledged waits for the
-/// peer's delayed ACK, up to 40 ms.
-fn no_delay(tcp: &mut tokio::net::TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
     }
 }
 
@@ -313,7 +302,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     for listener in peer_listeners {
         let app = crate::http::peer::router(node.clone());
         servers.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "peer listener failed");
             }
         }));
@@ -321,7 +310,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     for listener in client_listeners {
         let app = crate::http::client::router(node.clone());
         servers.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).await {
+            if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "client listener failed");
             }
         }));
