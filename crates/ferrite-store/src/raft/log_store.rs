@@ -134,16 +134,6 @@ enum Record {
     Committed(Option<LogId>),
 }
 
-impl Record {
-    /// The first and last index of an append's entries.
-    fn appended(&self) -> Option<(u64, u64)> {
-        match self {
-            Record::Append(entries) => Some((entries.first()?.log_id.index, entries.last()?.log_id.index)),
-            _ => None,
-        }
-    }
-}
-
 /// The log as the raft core sees it: every change is applied here first,
 /// then queued for the writer.
 #[derive(Debug, Default)]
@@ -425,7 +415,7 @@ impl LogStore {
             encode_record(&Record::Committed(mem.committed), bytes)?;
         }
         let extent = match &record {
-            Record::Append(_) => record.appended().map(|(_, last)| Extent::Upto(last)),
+            Record::Append(entries) => entries.last().map(|e| Extent::Upto(e.log_id.index)),
             Record::Truncate { since } => Some(Extent::Truncated { since: *since }),
             Record::Purge { .. } | Record::Committed(_) => None,
         };
@@ -568,7 +558,11 @@ fn replay(path: &Path, bytes: &[u8], mem: &mut LogMem, appended: &mut bool) -> R
                     offset: offset as u64,
                     source,
                 })?;
-                if let Some((first_index, last_index)) = record.appended() {
+                if let Record::Append(entries) = &record {
+                    let (first_index, last_index) = match (entries.first(), entries.last()) {
+                        (Some(a), Some(b)) => (a.log_id.index, b.log_id.index),
+                        _ => (0, 0),
+                    };
                     let last = mem.last_log_id().map_or(0, |id| id.index);
                     if !*appended && first_index > last + 1 {
                         mem.missing_upto = Some(first_index - 1);
