@@ -406,26 +406,23 @@ impl LogStore {
     fn record(&mut self, record: Record, done: Done) -> Result<(), WriteError> {
         // Encoded before taking the lock the replication tasks read the log
         // under; only the commit point in front of it depends on the state.
-        let mut bytes = Vec::new();
-        encode_record(&record, &mut bytes)?;
+        let mut encoded = Vec::new();
+        encode_record(&record, &mut encoded)?;
         let mut mem = lock(&self.mem);
-        let mut commit = None;
-        if mem.committed_unwritten && !matches!(record, Record::Committed(_)) {
-            let bytes = commit.insert(Vec::with_capacity(64));
-            encode_record(&Record::Committed(mem.committed), bytes)?;
-        }
+        let bytes = if mem.committed_unwritten && !matches!(record, Record::Committed(_)) {
+            let mut bytes = Vec::with_capacity(encoded.len() + 64);
+            encode_record(&Record::Committed(mem.committed), &mut bytes)?;
+            bytes.extend_from_slice(&encoded);
+            bytes
+        } else {
+            encoded
+        };
         let extent = match &record {
             Record::Append(entries) => entries.last().map(|e| Extent::Upto(e.log_id.index)),
             Record::Truncate { since } => Some(Extent::Truncated { since: *since }),
             Record::Purge { .. } | Record::Committed(_) => None,
         };
         mem.apply(record).map_err(WriteError::Refused)?;
-        if let Some(commit) = commit {
-            // Its own op, queued first: the writer joins the two in one write.
-            mem.segment_bytes += commit.len() as u64;
-            let done = Done::Unawaited { what: "the commit point", sync: false };
-            self.writer.send(Op::Log { bytes: commit, extent: None, done })?;
-        }
         mem.committed_unwritten = false;
         mem.segment_bytes += bytes.len() as u64;
         self.writer.send(Op::Log { bytes, extent, done })?;
