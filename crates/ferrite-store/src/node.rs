@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::forwarder::{Forward, Forwarder};
 use crate::proposer::Proposer;
+use crate::raft::election::Heard;
 use crate::raft::network::{call, Encoding, PeerStats};
 use crate::raft::state_machine::SharedState;
-use crate::raft::types::{NodeId, PeerNode, Raft, Request, Response};
+use crate::raft::types::{NodeId, PeerNode, Raft, Request, Response, Vote};
 use crate::v2store::{Command, UnixNanos};
 
 /// How long a request waits for a leader or a commit before etcd's
@@ -85,6 +86,11 @@ pub struct Node {
     pub peer_stats: PeerStats,
     /// Fired when this member sees itself removed from the cluster.
     pub removed: tokio::sync::Notify,
+    /// Resets the election timer when a leader's word arrives.
+    pub heard: Heard,
+    /// The leadership this member had when it last stopped, which openraft
+    /// restored at start.
+    restored: Option<RestoredLeadership>,
     http: reqwest::Client,
     proposer: Proposer,
     forwarder: Forwarder,
@@ -98,6 +104,14 @@ impl std::fmt::Debug for Node {
             .field("cluster_id", &format_args!("{:x}", self.cluster_id))
             .finish_non_exhaustive()
     }
+}
+
+/// A leadership openraft restored at start: the member's vote then, and
+/// the last index of its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoredLeadership {
+    pub vote: Vote,
+    pub last_index: u64,
 }
 
 /// The time in the form commands carry it.
@@ -120,6 +134,8 @@ impl Node {
         raft: Raft,
         state: SharedState,
         peer_stats: PeerStats,
+        heard: Heard,
+        restored: Option<RestoredLeadership>,
     ) -> Arc<Node> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
@@ -141,6 +157,8 @@ impl Node {
             counters: Counters::default(),
             peer_stats,
             removed: tokio::sync::Notify::new(),
+            heard,
+            restored,
             http,
             proposer,
             forwarder,
@@ -329,9 +347,28 @@ impl Node {
 
     /// The read index, served by the leader: the commit index confirmed by
     /// a quorum's heartbeat.
+    ///
+    /// A leader that restarted within its lease is leader again at once:
+    /// openraft 0.9 restores a committed vote of its own as leadership,
+    /// without an election. Its commit index is then the one its log last
+    /// wrote down, which may lag the writes it acknowledged before it
+    /// stopped (the log writes the commit point lazily), and openraft's
+    /// read index (`max(committed, first entry of this leadership)`) does
+    /// not cover those. Raft's answer for a new leader is to wait for an
+    /// entry of its own term to commit; a restored leader has no new term,
+    /// so its reads wait for its whole log as it was at start, which holds
+    /// every entry it ever saw committed. (It commits them all as it
+    /// replicates; a later leadership has its own first entry instead.)
     pub async fn read_index_local(&self) -> Result<u64, NodeError> {
         match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Ok((read, _applied)) => {
+                let index = read.map_or(0, |l| l.index);
+                let floor = self
+                    .restored
+                    .filter(|restored| self.raft.metrics().borrow().vote == restored.vote)
+                    .map_or(0, |restored| restored.last_index);
+                Ok(index.max(floor))
+            }
             Err(RaftError::APIError(_)) => Err(NodeError::LeaderChanged),
             Err(RaftError::Fatal(f)) => Err(NodeError::Stopped(f.to_string())),
         }

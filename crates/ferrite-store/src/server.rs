@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::{ClusterState, InitialMember, Settings};
 use crate::ids;
-use crate::node::Node;
+use crate::node::{Node, RestoredLeadership};
+use crate::raft::election;
 use crate::raft::log_store::{LogStore, LogStoreOptions};
 use crate::raft::network::{Faults, Network, PeerStats};
 use crate::raft::state_machine::StateMachine;
@@ -76,13 +77,21 @@ pub struct Started {
     pub client_addrs: Vec<SocketAddr>,
     pub peer_addrs: Vec<SocketAddr>,
     servers: Vec<tokio::task::JoinHandle<()>>,
+    /// Set when the member stops: the servers stop accepting.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Started {
     /// Stops serving and shuts raft down: to its peers the member is gone.
-    pub async fn stop(self) {
-        for server in &self.servers {
-            server.abort();
+    /// The listeners close at once; requests in flight get up to
+    /// [`STOP_GRACE`] to be answered (a watch that long is cut).
+    pub async fn stop(mut self) {
+        self.stopping.send_replace(true);
+        let servers = std::mem::take(&mut self.servers);
+        let aborts: Vec<_> = servers.iter().map(tokio::task::JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(STOP_GRACE, futures::future::join_all(servers)).await.is_err() {
+            tracing::debug!("requests still in flight after {STOP_GRACE:?}: cutting them");
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
         }
         let _ = self.node.raft.shutdown().await;
     }
@@ -196,6 +205,13 @@ fn initial_members(cluster: &[InitialMember], token: &str) -> BTreeMap<NodeId, P
         .collect()
 }
 
+/// How long a stopping member gives the requests in flight to finish. etcd
+/// stops a removed member after 1 s (`stopWithDelay`) for the same reason:
+/// when the member served the request that removed it, the answer must
+/// still go out. A client that saw the connection drop instead would retry
+/// the removal on another member, and be told 404.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Starts a member and serves until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let started = start(settings, Embed::default()).await?;
@@ -254,6 +270,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     // The leader writes its log in parallel with replicating it; these two
     // keep commitment behind its fsync (see `raft::durability`).
     let durability = log_store.durability();
+    let restored = log_store.leadership().map(|(vote, last_index)| RestoredLeadership { vote, last_index });
     let state_machine =
         StateMachine::open(&dir.join("sm")).map_err(StartError::StateMachine)?.apply_when_synced(durability.clone());
     let state = state_machine.shared();
@@ -263,14 +280,14 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     let config = openraft::Config {
         cluster_name: settings.cluster_token.clone(),
         heartbeat_interval: heartbeat,
-        // openraft's follower waits its leader lease (`election_timeout_max`)
-        // plus a random timeout in [min, max) after the last heartbeat
-        // before it campaigns, and refuses votes within the lease. etcd's
-        // --election-timeout is its lease (check-quorum), and it campaigns
-        // after a random [1, 2) election timeouts: max = E and min = E/2
-        // give [1.5E, 2E). (max = 2E waited 3E..4E: a 3-4 s failover.)
+        // A voter refuses votes within its leader's lease, which openraft
+        // takes to be `election_timeout_max`: etcd's --election-timeout is
+        // its lease too (check-quorum). openraft's own campaign timer is
+        // off: ours (`raft::election`) draws its timeout anew each time,
+        // where openraft 0.9 draws it once per process.
         election_timeout_min: election / 2,
         election_timeout_max: election,
+        enable_elect: false,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 1024,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
@@ -282,9 +299,13 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     };
     let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
     let peer_stats = PeerStats::default();
-    let network = Network::new(id, embed.faults.clone(), peer_stats.clone()).commit_when_synced(durability);
+    let heard = election::Heard::default();
+    let network = Network::new(id, embed.faults.clone(), peer_stats.clone())
+        .commit_when_synced(durability)
+        .elections(heard.clone());
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
+    tokio::spawn(election::run(raft.clone(), heard.clone(), settings.election_timeout));
 
     let node = Node::new(
         id,
@@ -296,22 +317,27 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         raft.clone(),
         state,
         peer_stats,
+        heard,
+        restored,
     );
 
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    for listener in peer_listeners {
-        let app = crate::http::peer::router(node.clone());
+    let routers = peer_listeners
+        .into_iter()
+        .map(|l| (l, crate::http::peer::router(node.clone()), "peer"))
+        .chain(client_listeners.into_iter().map(|l| (l, crate::http::client::router(node.clone()), "client")));
+    for (listener, app, which) in routers {
+        let mut stop = stop.clone();
         servers.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "peer listener failed");
-            }
-        }));
-    }
-    for listener in client_listeners {
-        let app = crate::http::client::router(node.clone());
-        servers.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "client listener failed");
+            let stopped = async move {
+                if stop.wait_for(|stopping| *stopping).await.is_err() {
+                    // `Started` dropped without `stop`: serve on, detached.
+                    std::future::pending::<()>().await;
+                }
+            };
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+                tracing::error!(error = %e, "{which} listener failed");
             }
         }));
     }
@@ -345,7 +371,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         "member started"
     );
     node.spawn_duties();
-    Ok(Started { node, client_addrs, peer_addrs, servers })
+    Ok(Started { node, client_addrs, peer_addrs, servers, stopping })
 }
 
 /// Bootstraps the initial cluster from a discovery token, as etcd does:

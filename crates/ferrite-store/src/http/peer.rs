@@ -63,18 +63,28 @@ where
 async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     rpc(Encoding::Postcard, &body, |req: AppendEntriesRequest<TypeConfig>| async move {
         node.counters.recv_append.fetch_add(1, Ordering::Relaxed);
-        node.raft.append_entries(req).await
+        let answer = node.raft.append_entries(req).await;
+        node.heard.append(&answer);
+        answer
     })
     .await
 }
 
 async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(Encoding::Postcard, &body, |req: VoteRequest<NodeId>| async move { node.raft.vote(req).await }).await
+    rpc(Encoding::Postcard, &body, |req: VoteRequest<NodeId>| async move {
+        let answer = node.raft.vote(req).await;
+        node.heard.vote(&answer);
+        answer
+    })
+    .await
 }
 
 async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     rpc(Encoding::Postcard, &body, |req: InstallSnapshotRequest<TypeConfig>| async move {
-        node.raft.install_snapshot(req).await
+        let vote = req.vote;
+        let answer = node.raft.install_snapshot(req).await;
+        node.heard.snapshot(&answer, &vote);
+        answer
     })
     .await
 }

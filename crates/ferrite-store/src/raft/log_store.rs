@@ -439,8 +439,18 @@ impl LogStore {
     /// Whether an append now is this member's own, as the leader: its
     /// vote is a committed vote for itself.
     fn appends_as_leader(&self) -> bool {
-        let Some(me) = self.options.member else { return false };
-        lock(&self.mem).vote.is_some_and(|vote| vote.committed && vote.leader_id.voted_for() == Some(me))
+        self.leadership().is_some()
+    }
+
+    /// This member's leadership as the log now records it: its vote, when
+    /// that is a committed vote for itself, and the last index of the log.
+    /// Read at start, it is the leadership openraft 0.9 restores at once,
+    /// without an election (see `Node::read_index_local`).
+    pub fn leadership(&self) -> Option<(Vote, u64)> {
+        let me = self.options.member?;
+        let mem = lock(&self.mem);
+        let vote = mem.vote.filter(|vote| vote.committed && vote.leader_id.voted_for() == Some(me))?;
+        Some((vote, mem.last_log_id().map_or(0, |id| id.index)))
     }
 
     /// Queues `record` and waits until it is on disk.

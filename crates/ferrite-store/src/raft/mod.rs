@@ -3,6 +3,7 @@
 
 pub mod durability;
 mod durable;
+pub mod election;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

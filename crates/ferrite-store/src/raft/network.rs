@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::durability::Durability;
+use super::election::Heard;
 use super::types::{NodeId, PeerNode, TypeConfig};
 
 /// Links that tests have cut or slowed, by (from, to).
@@ -143,6 +144,7 @@ pub struct Network {
     faults: Faults,
     stats: PeerStats,
     durability: Option<Durability>,
+    heard: Option<Heard>,
 }
 
 impl Network {
@@ -153,7 +155,14 @@ impl Network {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Network { me, http, faults, stats, durability: None }
+        Network { me, http, faults, stats, durability: None, heard: None }
+    }
+
+    /// Tells the election timer when a vote this member asked for is
+    /// refused by a member with a longer log (see `election`).
+    pub fn elections(mut self, heard: Heard) -> Network {
+        self.heard = Some(heard);
+        self
     }
 
     /// Tells followers of a commit only once the local log has it on disk
@@ -176,6 +185,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             faults: self.faults.clone(),
             stats: self.stats.clone(),
             durability: self.durability.clone(),
+            heard: self.heard.clone(),
         }
     }
 }
@@ -190,6 +200,7 @@ pub struct PeerClient {
     http: reqwest::Client,
     faults: Faults,
     durability: Option<Durability>,
+    heard: Option<Heard>,
 }
 
 /// Why a peer call failed before the peer answered.
@@ -364,7 +375,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        self.rpc("/raft/vote", &rpc, &option).await
+        let answer = self.rpc("/raft/vote", &rpc, &option).await;
+        if let (Some(heard), Ok(answer)) = (&self.heard, &answer) {
+            heard.vote_answered(&rpc, answer);
+        }
+        answer
     }
 }
 

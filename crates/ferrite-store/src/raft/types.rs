@@ -70,6 +70,7 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 pub type Vote = openraft::Vote<NodeId>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, PeerNode>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;

@@ -77,5 +77,47 @@ async fn faults(cluster: &mut Cluster) -> Result<()> {
         members["members"].as_array().context("members")?.iter().filter_map(|m| m["name"].as_str()).collect();
     assert_eq!(names.len(), 4, "members after adding one: {members}");
     assert!(names.contains(&"n4"), "n4 among {names:?}");
+
+    Ok(())
+}
+
+/// A member removed through itself answers the removal, and only then
+/// stops. A member that stopped first would make etcdctl, which sent it
+/// there, retry on another member, and that retry finds nothing to remove:
+/// 404. With one member beside it the removed member learns of it from
+/// its own log, at the moment the leader commits it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_through_itself_answers_before_it_stops() {
+    let kind = ServerKind::from_env(SUBJECT_VAR, ServerKind::Ferrite).unwrap();
+    let mut cluster =
+        Cluster::builder(kind).members(1).ferrite_bin(env!("CARGO_BIN_EXE_ferrite-store")).start().await.unwrap();
+    removed_through_itself(&mut cluster).await.unwrap();
+}
+
+async fn removed_through_itself(cluster: &mut Cluster) -> Result<()> {
+    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build()?;
+    let added = cluster.add_member().await?;
+    let url = format!("{}/v2/members", cluster.member(0).client_url());
+    let members: serde_json::Value = client.get(&url).send().await?.json().await?;
+    let added_name = cluster.member(added).name().to_owned();
+    let id = members["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == added_name.as_str())
+        .and_then(|m| m["id"].as_str())
+        .with_context(|| format!("{added_name} in {members}"))?
+        .to_owned();
+    let own = cluster.member(added).client_url();
+    let removal =
+        client.delete(format!("{own}/v2/members/{id}")).send().await.context("DELETE through the member itself")?;
+    ensure!(removal.status() == reqwest::StatusCode::NO_CONTENT, "{}: {}", removal.status(), removal.text().await?);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{own}/version")).send().await.is_ok() {
+        ensure!(Instant::now() < deadline, "the removed member still serves 10 s after its removal");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let members: serde_json::Value = client.get(&url).send().await?.json().await?;
+    ensure!(members["members"].as_array().map(Vec::len) == Some(1), "members after the removal: {members}");
     Ok(())
 }
