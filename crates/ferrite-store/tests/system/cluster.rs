@@ -99,14 +99,15 @@ async fn removed_through_itself(cluster: &mut Cluster) -> Result<()> {
     let added = cluster.add_member().await?;
     let url = format!("{}/v2/members", cluster.member(0).client_url());
     let members: serde_json::Value = client.get(&url).send().await?.json().await?;
-    let added_name = cluster.member(added).name().to_owned();
+    // By peer URL: the name shows only once the member has published it.
+    let peer = cluster.member(added).peer_url();
     let id = members["members"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|m| m["name"] == added_name.as_str())
+        .find(|m| m["peerURLs"][0] == peer.as_str())
         .and_then(|m| m["id"].as_str())
-        .with_context(|| format!("{added_name} in {members}"))?
+        .with_context(|| format!("{peer} in {members}"))?
         .to_owned();
     let own = cluster.member(added).client_url();
     let removal =
