@@ -3,8 +3,8 @@
 //! Forwarding each write as its own peer call costs the leader a request
 //! to parse and answer per write, which at a few thousand writes a second
 //! is most of its CPU. The forwarder queues the follower's writes and lets
-//! one call at a time be outstanding; writes that arrive
-//! meanwhile go together in the next call (`POST /raft/propose`, a list),
+//! one call at a time be outstanding; writes that arrive meanwhile go
+//! together in the next call (a list, on the stream to the leader),
 //! which the leader hands to its proposer at once, so they usually share
 //! one log entry as well. A write that finds a free slot goes at once.
 //!
@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use crate::batch::{answer_all, Batcher, Completion, Pending};
 use crate::node::{NodeError, Proposed};
-use crate::raft::network::{call, Encoding, PeerCallError};
+use crate::raft::network::PeerCallError;
+use crate::raft::stream::{Kind, Streams};
 use crate::raft::types::{NodeId, Request};
 
 /// Calls to the leader outstanding at once. One: each call costs both
@@ -53,10 +54,10 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn spawn(http: reqwest::Client) -> Forwarder {
+    pub fn spawn(streams: Streams) -> Forwarder {
         // Nothing to do in queue order: each batch is sent on its own.
         let queue =
-            Batcher::spawn(MAX_IN_FLIGHT, MAX_BATCH, move |batch| std::future::ready(send(http.clone(), batch)));
+            Batcher::spawn(MAX_IN_FLIGHT, MAX_BATCH, move |batch| std::future::ready(send(streams.clone(), batch)));
         Forwarder { queue }
     }
 
@@ -73,7 +74,7 @@ impl Forwarder {
 
 /// One call per leader the batch names (only around a leader change is
 /// there more than one).
-fn send(http: reqwest::Client, batch: Vec<Queued>) -> Completion {
+fn send(streams: Streams, batch: Vec<Queued>) -> Completion {
     Box::pin(async move {
         let mut groups: Vec<(NodeId, String, Vec<Queued>)> = Vec::new();
         for pending in batch {
@@ -83,17 +84,17 @@ fn send(http: reqwest::Client, batch: Vec<Queued>) -> Completion {
                 None => groups.push((leader, url.clone(), vec![pending])),
             }
         }
-        let calls = groups.into_iter().map(|(leader, url, group)| send_group(&http, leader, url, group));
+        let calls = groups.into_iter().map(|(leader, url, group)| send_group(&streams, leader, url, group));
         futures::future::join_all(calls).await;
     })
 }
 
-async fn send_group(http: &reqwest::Client, leader: NodeId, url: String, group: Vec<Queued>) {
+async fn send_group(streams: &Streams, leader: NodeId, url: String, group: Vec<Queued>) {
     let deadline = group.iter().map(|p| p.request.deadline).max().unwrap_or_else(Instant::now);
     let (requests, replies): (Vec<Request>, Vec<_>) = group.into_iter().map(|p| (p.request.request, p.reply)).unzip();
     let left = deadline.saturating_duration_since(Instant::now());
     let answer: Result<Vec<Result<Proposed, NodeError>>, PeerCallError> =
-        call(http, leader, &url, "/raft/propose", &requests, left, Encoding::Json).await;
+        streams.call(leader, &url, Kind::Propose, &requests, left).await;
     match answer {
         Ok(answers) if answers.len() == replies.len() => {
             for (reply, answer) in replies.into_iter().zip(answers) {

@@ -17,6 +17,7 @@ use crate::proposer::Proposer;
 use crate::raft::election::Heard;
 use crate::raft::network::{call, Encoding, PeerStats};
 use crate::raft::state_machine::SharedState;
+use crate::raft::stream::{Kind, Streams};
 use crate::raft::types::{NodeId, PeerNode, Raft, Request, Response, Vote};
 use crate::v2store::{Command, UnixNanos};
 
@@ -91,7 +92,10 @@ pub struct Node {
     /// The leadership this member had when it last stopped, which openraft
     /// restored at start.
     restored: Option<RestoredLeadership>,
+    /// Set when the member stops serving; the peer streams it serves end.
+    stopping: tokio::sync::watch::Sender<bool>,
     http: reqwest::Client,
+    streams: Streams,
     proposer: Proposer,
     forwarder: Forwarder,
 }
@@ -136,14 +140,11 @@ impl Node {
         peer_stats: PeerStats,
         heard: Heard,
         restored: Option<RestoredLeadership>,
+        streams: Streams,
+        http: reqwest::Client,
     ) -> Arc<Node> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
         let proposer = Proposer::spawn(raft.clone());
-        let forwarder = Forwarder::spawn(http.clone());
+        let forwarder = Forwarder::spawn(streams.clone());
         Arc::new(Node {
             id,
             name,
@@ -159,10 +160,23 @@ impl Node {
             removed: tokio::sync::Notify::new(),
             heard,
             restored,
+            stopping: tokio::sync::watch::Sender::new(false),
             http,
+            streams,
             proposer,
             forwarder,
         })
+    }
+
+    /// Ends every peer stream this member serves, now and later.
+    pub fn stop_serving(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once the member stops serving.
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|stop| *stop).await;
     }
 
     /// Why raft stopped, if it did.
@@ -329,7 +343,7 @@ impl Node {
                 let url = self.leader_peer_url(leader).ok_or(NodeError::LeaderChanged)?;
                 let left = deadline.saturating_duration_since(Instant::now());
                 let answer: Result<Result<u64, NodeError>, _> =
-                    call(&self.http, leader, &url, "/raft/read-index", &(), left, Encoding::Json).await;
+                    self.streams.call(leader, &url, Kind::ReadIndex, &(), left).await;
                 match answer {
                     Ok(Ok(index)) => index,
                     Ok(Err(NodeError::LeaderChanged)) => continue,

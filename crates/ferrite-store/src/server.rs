@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use ferrite_etcd_api::v2;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -17,8 +18,9 @@ use crate::ids;
 use crate::node::{Node, RestoredLeadership};
 use crate::raft::election;
 use crate::raft::log_store::{LogStore, LogStoreOptions};
-use crate::raft::network::{Faults, Network, PeerStats};
+use crate::raft::network::{peer_http_client, Faults, Network, PeerStats};
 use crate::raft::state_machine::StateMachine;
+use crate::raft::stream::Streams;
 use crate::raft::types::{NodeId, PeerNode, Raft};
 
 /// The file naming this member and its cluster, written once at bootstrap.
@@ -77,8 +79,6 @@ pub struct Started {
     pub client_addrs: Vec<SocketAddr>,
     pub peer_addrs: Vec<SocketAddr>,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    /// Set when the member stops: the servers stop accepting.
-    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Started {
@@ -86,7 +86,8 @@ impl Started {
     /// The listeners close at once; requests in flight get up to
     /// [`STOP_GRACE`] to be answered (a watch that long is cut).
     pub async fn stop(mut self) {
-        self.stopping.send_replace(true);
+        // The listeners stop accepting, and the peer streams end.
+        self.node.stop_serving();
         let servers = std::mem::take(&mut self.servers);
         let aborts: Vec<_> = servers.iter().map(tokio::task::JoinHandle::abort_handle).collect();
         if tokio::time::timeout(STOP_GRACE, futures::future::join_all(servers)).await.is_err() {
@@ -94,6 +95,16 @@ impl Started {
             aborts.iter().for_each(tokio::task::AbortHandle::abort);
         }
         let _ = self.node.raft.shutdown().await;
+    }
+}
+
+/// Sends small answers and stream frames at once, as Go's net package
+/// (and so etcd) does for every connection: with Nagle's algorithm, a
+/// reply written while the previous one is unacknowledged waits for the
+/// peer's delayed ACK, up to 40 ms.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
     }
 }
 
@@ -300,7 +311,9 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     let config = Arc::new(config.validate().map_err(|e| StartError::Raft(e.to_string()))?);
     let peer_stats = PeerStats::default();
     let heard = election::Heard::default();
-    let network = Network::new(id, embed.faults.clone(), peer_stats.clone())
+    let http = peer_http_client();
+    let streams = Streams::new(http.clone());
+    let network = Network::new(id, streams.clone(), http.clone(), embed.faults.clone(), peer_stats.clone())
         .commit_when_synced(durability)
         .elections(heard.clone());
     let raft =
@@ -319,24 +332,20 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         peer_stats,
         heard,
         restored,
+        streams,
+        http,
     );
 
-    let (stopping, stop) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     let routers = peer_listeners
         .into_iter()
         .map(|l| (l, crate::http::peer::router(node.clone()), "peer"))
         .chain(client_listeners.into_iter().map(|l| (l, crate::http::client::router(node.clone()), "client")));
     for (listener, app, which) in routers {
-        let mut stop = stop.clone();
+        let node = node.clone();
         servers.push(tokio::spawn(async move {
-            let stopped = async move {
-                if stop.wait_for(|stopping| *stopping).await.is_err() {
-                    // `Started` dropped without `stop`: serve on, detached.
-                    std::future::pending::<()>().await;
-                }
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+            let stopped = async move { node.stopped().await };
+            if let Err(e) = axum::serve(listener.tap_io(no_delay), app).with_graceful_shutdown(stopped).await {
                 tracing::error!(error = %e, "{which} listener failed");
             }
         }));
@@ -371,7 +380,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         "member started"
     );
     node.spawn_duties();
-    Ok(Started { node, client_addrs, peer_addrs, servers, stopping })
+    Ok(Started { node, client_addrs, peer_addrs, servers })
 }
 
 /// Bootstraps the initial cluster from a discovery token, as etcd does:

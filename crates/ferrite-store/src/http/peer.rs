@@ -1,12 +1,13 @@
-//! The peer API: raft RPCs, proposals and read-index requests forwarded by
-//! followers, membership changes forwarded to the leader, and etcd's
-//! `GET /members` that a joining member reads.
+//! The peer API: the streams that carry raft's messages and the
+//! proposals and read-index requests followers forward (see
+//! [`crate::raft::stream`]), snapshots, membership changes forwarded to
+//! the leader, and etcd's `GET /members` that a joining member reads.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,18 +18,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{go_json_line, respond, JSON};
-use crate::node::{MemberError, Node, NodeError, Proposed};
+use crate::node::{MemberError, Node};
 use crate::raft::network::Encoding;
+use crate::raft::stream::{self, Frame, Kind};
 use crate::raft::types::{NodeId, Request, TypeConfig};
 
 /// The peer API router.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
-        .route("/raft/append", post(append))
-        .route("/raft/vote", post(vote))
+        .route(stream::ROUTE, post(open_stream))
         .route("/raft/snapshot", post(snapshot))
-        .route("/raft/propose", post(propose))
-        .route("/raft/read-index", post(read_index))
         .route("/raft/members/add", post(member_add))
         .route("/raft/members/remove", post(member_remove))
         .route("/members", get(members))
@@ -58,25 +57,43 @@ where
     }
 }
 
-// Raft's own RPCs travel as postcard.
-
-async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(Encoding::Postcard, &body, |req: AppendEntriesRequest<TypeConfig>| async move {
-        node.counters.recv_append.fetch_add(1, Ordering::Relaxed);
-        let answer = node.raft.append_entries(req).await;
-        node.heard.append(&answer);
-        answer
+/// Upgrades the connection to a stream of calls from the peer.
+async fn open_stream(State(node): State<Arc<Node>>, req: HttpRequest) -> Response {
+    stream::accept(req, move |io| async move {
+        stream::serve(io, |frame| answer(&node, frame), node.stopped()).await;
     })
-    .await
 }
 
-async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(Encoding::Postcard, &body, |req: VoteRequest<NodeId>| async move {
-        let answer = node.raft.vote(req).await;
-        node.heard.vote(&answer);
-        answer
-    })
-    .await
+/// Serves one call from a stream; the reply frame.
+async fn answer(node: &Node, frame: Frame) -> Vec<u8> {
+    let id = frame.id;
+    let Some(kind) = Kind::from_tag(frame.tag) else {
+        return stream::refusal(id, &format!("no call of kind {}", frame.tag));
+    };
+    let encoding = kind.encoding();
+    macro_rules! serve {
+        (|$req:ident: $ty:ty| $serve:expr) => {
+            match encoding.decode::<$ty>(&frame.body) {
+                Ok($req) => stream::reply(id, encoding, &$serve),
+                Err(e) => stream::refusal(id, &format!("undecodable {} call: {e}", kind.name())),
+            }
+        };
+    }
+    match kind {
+        Kind::Append => serve!(|req: AppendEntriesRequest<TypeConfig>| {
+            node.counters.recv_append.fetch_add(1, Ordering::Relaxed);
+            let answer = node.raft.append_entries(req).await;
+            node.heard.append(&answer);
+            answer
+        }),
+        Kind::Vote => serve!(|req: VoteRequest<NodeId>| {
+            let answer = node.raft.vote(req).await;
+            node.heard.vote(&answer);
+            answer
+        }),
+        Kind::Propose => serve!(|requests: Vec<Request>| node.propose_forwarded(requests).await),
+        Kind::ReadIndex => serve!(|_unit: ()| node.read_index_local().await),
+    }
 }
 
 async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
@@ -89,23 +106,7 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     .await
 }
 
-// Forwarded client work travels as JSON (see [`Encoding`]).
-
-async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(Encoding::Json, &body, |requests: Vec<Request>| async move {
-        let answers: Vec<Result<Proposed, NodeError>> = node.propose_forwarded(requests).await;
-        answers
-    })
-    .await
-}
-
-async fn read_index(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    rpc(Encoding::Json, &body, |(): ()| async move {
-        let answer: Result<u64, NodeError> = node.read_index_local().await;
-        answer
-    })
-    .await
-}
+// Membership changes travel as JSON (see [`Encoding`]).
 
 async fn member_add(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     rpc(Encoding::Json, &body, |peer_urls: Vec<String>| async move {

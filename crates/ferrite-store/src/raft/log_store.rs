@@ -134,6 +134,16 @@ enum Record {
     Committed(Option<LogId>),
 }
 
+impl Record {
+    /// The first and last index of an append's entries.
+    fn appended(&self) -> Option<(u64, u64)> {
+        match self {
+            Record::Append(entries) => Some((entries.first()?.log_id.index, entries.last()?.log_id.index)),
+            _ => None,
+        }
+    }
+}
+
 /// The log as the raft core sees it: every change is applied here first,
 /// then queued for the writer.
 #[derive(Debug, Default)]
@@ -406,23 +416,26 @@ impl LogStore {
     fn record(&mut self, record: Record, done: Done) -> Result<(), WriteError> {
         // Encoded before taking the lock the replication tasks read the log
         // under; only the commit point in front of it depends on the state.
-        let mut encoded = Vec::new();
-        encode_record(&record, &mut encoded)?;
+        let mut bytes = Vec::new();
+        encode_record(&record, &mut bytes)?;
         let mut mem = lock(&self.mem);
-        let bytes = if mem.committed_unwritten && !matches!(record, Record::Committed(_)) {
-            let mut bytes = Vec::with_capacity(encoded.len() + 64);
-            encode_record(&Record::Committed(mem.committed), &mut bytes)?;
-            bytes.extend_from_slice(&encoded);
-            bytes
-        } else {
-            encoded
-        };
+        let mut commit = None;
+        if mem.committed_unwritten && !matches!(record, Record::Committed(_)) {
+            let bytes = commit.insert(Vec::with_capacity(64));
+            encode_record(&Record::Committed(mem.committed), bytes)?;
+        }
         let extent = match &record {
-            Record::Append(entries) => entries.last().map(|e| Extent::Upto(e.log_id.index)),
+            Record::Append(_) => record.appended().map(|(_, last)| Extent::Upto(last)),
             Record::Truncate { since } => Some(Extent::Truncated { since: *since }),
             Record::Purge { .. } | Record::Committed(_) => None,
         };
         mem.apply(record).map_err(WriteError::Refused)?;
+        if let Some(commit) = commit {
+            // Its own op, queued first: the writer joins the two in one write.
+            mem.segment_bytes += commit.len() as u64;
+            let done = Done::Unawaited { what: "the commit point", sync: false };
+            self.writer.send(Op::Log { bytes: commit, extent: None, done })?;
+        }
         mem.committed_unwritten = false;
         mem.segment_bytes += bytes.len() as u64;
         self.writer.send(Op::Log { bytes, extent, done })?;
@@ -565,11 +578,7 @@ fn replay(path: &Path, bytes: &[u8], mem: &mut LogMem, appended: &mut bool) -> R
                     offset: offset as u64,
                     source,
                 })?;
-                if let Record::Append(entries) = &record {
-                    let (first_index, last_index) = match (entries.first(), entries.last()) {
-                        (Some(a), Some(b)) => (a.log_id.index, b.log_id.index),
-                        _ => (0, 0),
-                    };
+                if let Some((first_index, last_index)) = record.appended() {
                     let last = mem.last_log_id().map_or(0, |id| id.index);
                     if !*appended && first_index > last + 1 {
                         mem.missing_upto = Some(first_index - 1);

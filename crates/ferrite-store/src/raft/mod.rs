@@ -9,6 +9,7 @@ pub mod network;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;
+pub mod stream;
 pub mod types;
 
 pub use durable::OpenError;

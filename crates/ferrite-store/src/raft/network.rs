@@ -1,9 +1,11 @@
-//! The peer network: raft RPCs between members over HTTP with postcard
-//! bodies, served on the peer listener (see [`crate::http::peer`]).
+//! The peer network: raft RPCs between members, served on the peer
+//! listener (see [`crate::http::peer`]).
 //!
-//! Every RPC is `POST <peer-url>/raft/<name>` with a postcard-encoded
-//! request; the answer is a postcard-encoded `Result<response, RaftError>`,
-//! so a remote raft error travels back as itself.
+//! AppendEntries and votes go on the member's long-lived stream to the
+//! peer ([`super::stream`]); a snapshot is one `POST <peer-url>/raft/snapshot`.
+//! Each carries a postcard-encoded request, and the answer is a
+//! postcard-encoded `Result<response, RaftError>`, so a remote raft error
+//! travels back as itself.
 //!
 //! [`Faults`] lets in-process tests cut or delay chosen links; production
 //! code never sets it.
@@ -24,6 +26,7 @@ use serde::Serialize;
 
 use super::durability::Durability;
 use super::election::Heard;
+use super::stream::{Kind, Streams};
 use super::types::{NodeId, PeerNode, TypeConfig};
 
 /// Links that tests have cut or slowed, by (from, to).
@@ -136,26 +139,34 @@ impl PeerStats {
     }
 }
 
-/// Builds a client per peer; shares one HTTP connection pool.
+/// Builds a client per peer; all share the member's streams and its HTTP
+/// connection pool.
 #[derive(Debug, Clone)]
 pub struct Network {
     me: NodeId,
     http: reqwest::Client,
+    streams: Streams,
     faults: Faults,
     stats: PeerStats,
     durability: Option<Durability>,
     heard: Option<Heard>,
 }
 
+/// The HTTP client for calls to peers: HTTP/1 only (a stream is an
+/// upgraded HTTP/1 connection), no Nagle delay on small messages.
+pub fn peer_http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .http1_only()
+        .build()
+        .unwrap_or_default()
+}
+
 impl Network {
-    pub fn new(me: NodeId, faults: Faults, stats: PeerStats) -> Network {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Network { me, http, faults, stats, durability: None, heard: None }
+    pub fn new(me: NodeId, streams: Streams, http: reqwest::Client, faults: Faults, stats: PeerStats) -> Network {
+        Network { me, http, streams, faults, stats, durability: None, heard: None }
     }
 
     /// Tells the election timer when a vote this member asked for is
@@ -182,6 +193,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base: node.peer_urls.first().map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_default(),
             http: self.http.clone(),
+            streams: self.streams.clone(),
             faults: self.faults.clone(),
             stats: self.stats.clone(),
             durability: self.durability.clone(),
@@ -198,6 +210,7 @@ pub struct PeerClient {
     base: String,
     stats: PeerStats,
     http: reqwest::Client,
+    streams: Streams,
     faults: Faults,
     durability: Option<Durability>,
     heard: Option<Heard>,
@@ -218,9 +231,28 @@ pub enum PeerCallError {
     Decode { to: NodeId, url: String, reason: String },
     #[error("cannot encode a request to member {to:x}: {reason}")]
     Encode { to: NodeId, reason: String },
+    #[error("member {to:x} at {url} did not answer a {kind} call in time")]
+    Timeout { to: NodeId, url: String, kind: &'static str },
+    #[error("the stream to member {to:x} at {url} broke: {reason}")]
+    Stream { to: NodeId, url: String, reason: String },
+    #[error("member {to:x} at {url} refused a call: {reason}")]
+    Refused { to: NodeId, url: String, reason: String },
 }
 
 impl PeerCallError {
+    /// What a request that failed before an answer came means: a peer
+    /// that cannot be reached, or a transport failure after connecting.
+    pub fn sending(to: NodeId, url: &str) -> impl FnOnce(reqwest::Error) -> PeerCallError + '_ {
+        move |source| {
+            let url = url.to_owned();
+            if source.is_connect() {
+                PeerCallError::Unreachable { to, url, source }
+            } else {
+                PeerCallError::Transport { to, url, source }
+            }
+        }
+    }
+
     fn is_unreachable(&self) -> bool {
         matches!(self, PeerCallError::Cut { .. } | PeerCallError::Unreachable { .. })
     }
@@ -245,9 +277,19 @@ impl Encoding {
     }
 
     pub fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        self.encode_into(&mut buf, value)?;
+        Ok(buf)
+    }
+
+    /// Appends `value`'s encoding to `buf`.
+    pub fn encode_into<T: Serialize>(self, buf: &mut Vec<u8>, value: &T) -> Result<(), String> {
         match self {
-            Encoding::Postcard => postcard::to_allocvec(value).map_err(|e| e.to_string()),
-            Encoding::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+            Encoding::Postcard => {
+                *buf = postcard::to_extend(value, std::mem::take(buf)).map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Encoding::Json => serde_json::to_writer(buf, value).map_err(|e| e.to_string()),
         }
     }
 
@@ -278,13 +320,7 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         .body(body)
         .send()
         .await
-        .map_err(|source| {
-            if source.is_connect() {
-                PeerCallError::Unreachable { to, url: url.clone(), source }
-            } else {
-                PeerCallError::Transport { to, url: url.clone(), source }
-            }
-        })?;
+        .map_err(PeerCallError::sending(to, &url))?;
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(|source| PeerCallError::Transport { to, url: url.clone(), source })?;
     if !status.is_success() {
@@ -298,10 +334,17 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
     encoding.decode(&bytes).map_err(|reason| PeerCallError::Decode { to, url, reason })
 }
 
+/// Where a raft RPC goes.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Stream(Kind),
+    Http(&'static str),
+}
+
 impl PeerClient {
     async fn rpc<Req, Resp, E>(
         &self,
-        route: &str,
+        route: Route,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>
@@ -314,19 +357,11 @@ impl PeerClient {
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
-        let answer = if cut {
-            Err(PeerCallError::Cut { to: self.target })
-        } else {
-            call::<Req, Result<Resp, RaftError<NodeId, E>>>(
-                &self.http,
-                self.target,
-                &self.base,
-                route,
-                req,
-                option.hard_ttl(),
-                Encoding::Postcard,
-            )
-            .await
+        let (to, ttl) = (self.target, option.hard_ttl());
+        let answer: Result<Result<Resp, RaftError<NodeId, E>>, _> = match route {
+            _ if cut => Err(PeerCallError::Cut { to }),
+            Route::Stream(kind) => self.streams.call(to, &self.base, kind, req, ttl).await,
+            Route::Http(path) => call(&self.http, to, &self.base, path, req, ttl, Encoding::Postcard).await,
         };
         match answer {
             Ok(Ok(resp)) => Ok(resp),
@@ -356,7 +391,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             }
         }
         let started = std::time::Instant::now();
-        let answer = self.rpc("/raft/append", &rpc, &option).await;
+        let answer = self.rpc(Route::Stream(Kind::Append), &rpc, &option).await;
         self.stats.record(self.target, answer.is_ok().then(|| started.elapsed()));
         answer
     }
@@ -367,7 +402,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>>
     {
-        self.rpc("/raft/snapshot", &rpc, &option).await
+        self.rpc(Route::Http("/raft/snapshot"), &rpc, &option).await
     }
 
     async fn vote(
@@ -375,7 +410,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        let answer = self.rpc("/raft/vote", &rpc, &option).await;
+        let answer = self.rpc(Route::Stream(Kind::Vote), &rpc, &option).await;
         if let (Some(heard), Ok(answer)) = (&self.heard, &answer) {
             heard.vote_answered(&rpc, answer);
         }
@@ -398,7 +433,9 @@ mod tests {
         let url = format!("http://{}", closed.local_addr().unwrap());
         drop(closed);
         let (synced, durability) = SyncedSender::new(4);
-        let mut network = Network::new(1, Faults::default(), PeerStats::default()).commit_when_synced(durability);
+        let http = peer_http_client();
+        let network = Network::new(1, Streams::new(http.clone()), http, Faults::default(), PeerStats::default());
+        let mut network = network.commit_when_synced(durability);
         let node = PeerNode { peer_urls: vec![url] };
         let mut client = network.new_client(2, &node).await;
         let rpc = || AppendEntriesRequest::<TypeConfig> {

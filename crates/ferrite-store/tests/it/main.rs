@@ -312,12 +312,22 @@ async fn leader_and_self_stats_count_real_replication() {
         let resp = http.put(c.keys_url(leader, &format!("/st{i}"))).form(&[("value", "v")]).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 201);
     }
-    let (status, v) = body(http.get(format!("{}/v2/stats/leader", c.client_url(leader))).send().await.unwrap()).await;
-    assert_eq!(status, 200);
-    let followers = v["followers"].as_object().unwrap();
-    assert_eq!(followers.len(), 2, "{v}");
-    for (id, f) in followers {
-        assert!(f["counts"]["success"].as_u64().unwrap() > 0, "follower {id}: {f}");
+    // A write is acknowledged once one follower has it; the other's first
+    // answer may come a little later (its first append also persists the
+    // new term), so wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let v = loop {
+        let (status, v) =
+            body(http.get(format!("{}/v2/stats/leader", c.client_url(leader))).send().await.unwrap()).await;
+        assert_eq!(status, 200);
+        let counted = |f: &serde_json::Value| f["counts"]["success"].as_u64().unwrap() > 0;
+        if v["followers"].as_object().is_some_and(|f| f.len() == 2 && f.values().all(counted)) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "a follower's appends were never counted: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for (id, f) in v["followers"].as_object().unwrap() {
         let (min, avg, max) =
             (f["latency"]["minimum"].as_f64(), f["latency"]["average"].as_f64(), f["latency"]["maximum"].as_f64());
         assert!(min.unwrap() > 0.0 && min <= avg && avg <= max, "follower {id}: {f}");
