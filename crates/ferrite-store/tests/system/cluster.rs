@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use ferrite_testkit::{Cluster, ServerKind};
 
-use crate::servers::SUBJECT_VAR;
+use crate::servers::{id_by_peer_url, SUBJECT_VAR};
 
 /// Writes the key through one member, retrying for up to 10 s while the
 /// cluster answers 5xx (a write during an election fails; clients retry).
@@ -99,16 +99,8 @@ async fn removed_through_itself(cluster: &mut Cluster) -> Result<()> {
     let added = cluster.add_member().await?;
     let url = format!("{}/v2/members", cluster.member(0).client_url());
     let members: serde_json::Value = client.get(&url).send().await?.json().await?;
-    // By peer URL: the name shows only once the member has published it.
     let peer = cluster.member(added).peer_url();
-    let id = members["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["peerURLs"][0] == peer.as_str())
-        .and_then(|m| m["id"].as_str())
-        .with_context(|| format!("{peer} in {members}"))?
-        .to_owned();
+    let id = id_by_peer_url(&members, &peer).with_context(|| format!("{peer} in {members}"))?.to_owned();
     let own = cluster.member(added).client_url();
     let removal =
         client.delete(format!("{own}/v2/members/{id}")).send().await.context("DELETE through the member itself")?;

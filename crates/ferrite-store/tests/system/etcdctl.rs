@@ -366,14 +366,7 @@ async fn membership_steps(side: &mut Side) -> Result<Vec<(String, Printed)>> {
     let url = format!("{}/v2/members", side.cluster.member(0).client_url());
     let members: serde_json::Value = side.http.get(&url).send().await?.json().await?;
     let peer = side.cluster.member(index).peer_url();
-    let id = members["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["peerURLs"][0] == peer.as_str())
-        .and_then(|m| m["id"].as_str())
-        .context("the added member in /v2/members")?
-        .to_owned();
+    let id = servers::id_by_peer_url(&members, &peer).context("the added member in /v2/members")?.to_owned();
     step("member remove n2", side.run(&args(&format!("member remove {id}")), 0).await?);
     step("member remove n2 again", side.run(&args(&format!("member remove {id}")), 0).await?);
     side.cluster.kill(index)?;

@@ -30,14 +30,14 @@ pub async fn identify(cluster: &Cluster) -> Result<Identity> {
     }
     let members: serde_json::Value = response.json().await.context("members JSON")?;
     for harness in cluster.members() {
-        let id = members["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["peerURLs"][0] == harness.peer_url())
-            .and_then(|m| m["id"].as_str())
-            .unwrap_or_default();
+        let id = id_by_peer_url(&members, &harness.peer_url()).unwrap_or_default();
         identity.member(harness.name(), id, harness.client_port(), harness.peer_port());
     }
     Ok(identity)
+}
+
+/// The id of the member with this peer URL in a `/v2/members` answer. By
+/// peer URL, because a member's name shows only once it has published it.
+pub fn id_by_peer_url<'a>(members: &'a serde_json::Value, peer_url: &str) -> Option<&'a str> {
+    members["members"].as_array()?.iter().find(|m| m["peerURLs"][0] == peer_url).and_then(|m| m["id"].as_str())
 }
