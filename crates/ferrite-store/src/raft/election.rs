@@ -161,7 +161,10 @@ pub async fn run(raft: Raft, heard: Heard, election: Duration) {
     let metrics = raft.metrics();
     let mut last = heard.last.subscribe();
     let follows_leader = metrics.borrow().vote.is_committed();
-    let mut timer = Timer::new(election, *last.borrow_and_update(), follows_leader);
+    // From now, not from when `heard` was made: replaying a long log in
+    // between must not count as silence from the leader.
+    last.borrow_and_update();
+    let mut timer = Timer::new(election, Instant::now(), follows_leader);
     loop {
         let single_voter = voters(&metrics.borrow()).1 == 1;
         tokio::select! {
