@@ -377,8 +377,11 @@ impl Node {
         match self.raft.get_read_log_id().await {
             Ok((read, _applied)) => {
                 let index = read.map_or(0, |l| l.index);
+                // Once the commit index has passed the floor (soon after
+                // start), this costs no look at the vote.
                 let floor = self
                     .restored
+                    .filter(|restored| index < restored.last_index)
                     .filter(|restored| self.raft.metrics().borrow().vote == restored.vote)
                     .map_or(0, |restored| restored.last_index);
                 Ok(index.max(floor))

@@ -32,35 +32,51 @@
 //! - A leader or a learner never campaigns (openraft ignores the trigger
 //!   for both too).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::raft::{AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse};
 use openraft::ServerState;
 use rand::Rng;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::types::{NodeId, Raft, RaftMetrics, Vote};
 
 /// What resets the election timer: the network's side. Cheap to clone.
+///
+/// Every accepted AppendEntries resets the timer, thousands a second under
+/// load, so a reset is one atomic store: the timer task reads it when it
+/// wakes, instead of being woken by each.
 #[derive(Debug, Clone)]
 pub struct Heard {
-    last: Arc<watch::Sender<Instant>>,
+    /// The instant `last` counts from.
+    epoch: Instant,
+    /// When the member last heard from a leader or granted a vote, in
+    /// nanoseconds after `epoch`; 0 for never.
+    last: Arc<AtomicU64>,
     greater_log: Arc<AtomicBool>,
 }
 
 impl Default for Heard {
     fn default() -> Heard {
-        Heard { last: Arc::new(watch::Sender::new(Instant::now())), greater_log: Arc::default() }
+        Heard { epoch: Instant::now(), last: Arc::default(), greater_log: Arc::default() }
     }
 }
 
 impl Heard {
     /// The member heard from a leader, or granted a vote: reset the timer.
     pub fn now(&self) {
-        self.last.send_replace(Instant::now());
+        let since = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.last.fetch_max(since, Ordering::Relaxed);
+    }
+
+    /// When the member last heard from a leader or granted a vote.
+    fn last(&self) -> Option<Instant> {
+        match self.last.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(self.epoch + Duration::from_nanos(since)),
+        }
     }
 
     /// Resets the timer when this answer to an AppendEntries accepts its
@@ -159,49 +175,43 @@ impl Timer {
 /// raft whose own timer is off (`enable_elect: false`).
 pub async fn run(raft: Raft, heard: Heard, election: Duration) {
     let metrics = raft.metrics();
-    let mut last = heard.last.subscribe();
     let follows_leader = metrics.borrow().vote.is_committed();
     // From now, not from when `heard` was made: replaying a long log in
     // between must not count as silence from the leader.
-    last.borrow_and_update();
     let mut timer = Timer::new(election, Instant::now(), follows_leader);
     loop {
         let single_voter = voters(&metrics.borrow()).1 == 1;
-        tokio::select! {
-            () = tokio::time::sleep_until(timer.due(single_voter)) => {
-                let campaign = {
-                    let m = metrics.borrow();
-                    if m.state == ServerState::Shutdown {
-                        return;
-                    }
-                    voters(&m).0 && m.state != ServerState::Leader
-                };
-                if !campaign {
-                    timer.campaigned(Instant::now());
-                    continue;
-                }
-                if heard.greater_log.swap(false, Ordering::Relaxed) {
-                    tracing::info!("another member has a longer log: backing off before campaigning again");
-                    timer.back_off(Instant::now());
-                    continue;
-                }
-                tracing::info!(
-                    after_ms = u64::try_from(timer.reset.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    "no word from a leader: campaigning"
-                );
-                if raft.trigger().elect().await.is_err() {
-                    return;
-                }
-                timer.campaigned(Instant::now());
-            }
-            changed = last.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                timer.heard(*last.borrow_and_update());
-                heard.greater_log.store(false, Ordering::Relaxed);
-            }
+        tokio::time::sleep_until(timer.due(single_voter)).await;
+        if let Some(at) = heard.last().filter(|at| *at > timer.reset) {
+            // A leader spoke (or a vote was granted) since the reset.
+            timer.heard(at);
+            heard.greater_log.store(false, Ordering::Relaxed);
+            continue;
         }
+        let campaign = {
+            let m = metrics.borrow();
+            if m.state == ServerState::Shutdown {
+                return;
+            }
+            voters(&m).0 && m.state != ServerState::Leader
+        };
+        if !campaign {
+            timer.campaigned(Instant::now());
+            continue;
+        }
+        if heard.greater_log.swap(false, Ordering::Relaxed) {
+            tracing::info!("another member has a longer log: backing off before campaigning again");
+            timer.back_off(Instant::now());
+            continue;
+        }
+        tracing::info!(
+            after_ms = u64::try_from(timer.reset.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "no word from a leader: campaigning"
+        );
+        if raft.trigger().elect().await.is_err() {
+            return;
+        }
+        timer.campaigned(Instant::now());
     }
 }
 
@@ -283,8 +293,6 @@ mod tests {
     #[test]
     fn only_an_answer_that_accepts_the_sender_resets_the_timer() {
         let heard = Heard::default();
-        let mut last = heard.last.subscribe();
-        last.borrow_and_update();
         let refused: Result<AppendEntriesResponse<NodeId>, ()> =
             Ok(AppendEntriesResponse::HigherVote(Vote::new_committed(9, 3)));
         heard.append(&refused);
@@ -292,15 +300,16 @@ mod tests {
         heard.vote(&Ok::<_, ()>(VoteResponse::new(Vote::new(5, 3), None, false)));
         let request = Vote::new_committed(4, 2);
         heard.snapshot(&Ok::<_, ()>(InstallSnapshotResponse { vote: Vote::new_committed(5, 3) }), &request);
-        assert!(!last.has_changed().unwrap(), "a refusal reset the timer");
+        assert!(heard.last().is_none(), "a refusal reset the timer");
 
         heard.append(&Ok::<_, ()>(AppendEntriesResponse::Conflict));
-        assert!(last.has_changed().unwrap());
-        last.borrow_and_update();
+        let appended = heard.last().expect("an accepted append resets the timer");
+        std::thread::sleep(Duration::from_millis(1));
         heard.vote(&Ok::<_, ()>(VoteResponse::new(Vote::new(5, 3), None, true)));
-        assert!(last.has_changed().unwrap());
-        last.borrow_and_update();
+        let granted = heard.last().unwrap();
+        assert!(granted > appended, "a granted vote resets the timer");
+        std::thread::sleep(Duration::from_millis(1));
         heard.snapshot(&Ok::<_, ()>(InstallSnapshotResponse { vote: request }), &request);
-        assert!(last.has_changed().unwrap());
+        assert!(heard.last().unwrap() > granted, "an accepted snapshot resets the timer");
     }
 }
