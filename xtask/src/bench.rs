@@ -64,7 +64,16 @@ const LOADS: &[Load] = &[
     Load { name: "GET, 32 connections, to a follower", script: GET_SCRIPT, connections: 32, target: Target::Follower },
 ];
 
-pub fn store(root: &Path, seconds: u32, rounds: usize, write: bool) -> Result<()> {
+/// `only`, when given, keeps the loads whose name contains it (for a quick
+/// look at one row; a run written to BENCHMARKS.md measures them all).
+pub fn store(root: &Path, seconds: u32, rounds: usize, only: Option<&str>, write: bool) -> Result<()> {
+    let loads: Vec<&Load> = LOADS.iter().filter(|load| only.is_none_or(|only| load.name.contains(only))).collect();
+    if loads.is_empty() {
+        bail!("no load's name contains {:?}; the loads are: {}", only.unwrap_or_default(), load_names());
+    }
+    if write && loads.len() != LOADS.len() {
+        bail!("--write measures every load; drop --only");
+    }
     let scripts = root.join("target/bench");
     std::fs::create_dir_all(&scripts)?;
     std::fs::write(scripts.join("put.lua"), PUT_SCRIPT)?;
@@ -81,8 +90,8 @@ pub fn store(root: &Path, seconds: u32, rounds: usize, write: bool) -> Result<()
         eprintln!("==> starting a 3-member {label} cluster");
         clusters.push(LocalCluster::start(bin, &[], 3, port, &root.join(format!("target/bench/{port}")))?);
     }
-    let mut samples: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); LOADS.len()]; servers.len()];
-    for (l, load) in LOADS.iter().enumerate() {
+    let mut samples: Vec<Vec<Vec<Figures>>> = vec![vec![Vec::new(); loads.len()]; servers.len()];
+    for (l, load) in loads.iter().enumerate() {
         let script = scripts.join(if load.script == PUT_SCRIPT { "put.lua" } else { "get.lua" });
         for round in 0..rounds {
             let mut order: Vec<usize> = (0..servers.len()).collect();
@@ -100,13 +109,10 @@ pub fn store(root: &Path, seconds: u32, rounds: usize, write: bool) -> Result<()
             }
         }
     }
+    let labels: Vec<&str> = servers.iter().map(|(label, _, _)| *label).collect();
+    let mut table = render(&loads, &labels, seconds, rounds, &samples);
+    table.push_str(&render_fsyncs(&labels, &clusters));
     drop(clusters);
-    let rows: Vec<(&str, Vec<Figures>)> = servers
-        .iter()
-        .zip(&samples)
-        .map(|((label, _, _), per_load)| (*label, per_load.iter().map(|runs| median(runs)).collect()))
-        .collect();
-    let table = render(&rows, seconds, rounds, &samples);
     println!("{table}");
     if write {
         write_section(root, "store", &table)?;
@@ -203,11 +209,76 @@ pub fn fleet(root: &Path, machines: usize, units: usize, idle_units: usize, writ
     Ok(())
 }
 
-/// The run with the median throughput (its latencies come with it).
+/// Each figure's own median over the rounds (a round's p99 is as noisy
+/// as its throughput, and the two need not be bad in the same round), and
+/// the errors of every round added up.
 fn median(runs: &[Figures]) -> Figures {
-    let mut sorted = runs.to_vec();
-    sorted.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
-    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    let of = |figure: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or_default()
+    };
+    Figures {
+        requests_per_sec: of(|f| f.requests_per_sec),
+        p50_ms: of(|f| f.p50_ms),
+        p99_ms: of(|f| f.p99_ms),
+        errors: runs.iter().map(|f| f.errors).sum(),
+    }
+}
+
+/// Each member's raft log fsyncs over the whole run, from the histogram
+/// both servers publish as `etcd_disk_wal_fsync_duration_seconds`: both
+/// clusters share one disk, and its stalls are in every write's latency.
+fn render_fsyncs(labels: &[&str], clusters: &[LocalCluster]) -> String {
+    let mut out = "\nThe raft log's fsyncs on each member over the whole run (`etcd_disk_wal_fsync_duration_seconds` \
+                   from `/metrics`; a quantile is the bucket bound it falls under):\n\n\
+                   | server | member | fsyncs | p50 under ms | p99 under ms | over 16 ms | slowest under ms |\n\
+                   |---|---|---:|---:|---:|---:|---:|\n"
+        .to_owned();
+    for (label, cluster) in labels.iter().zip(clusters) {
+        for endpoint in &cluster.endpoints {
+            let Some(buckets) = fetch_fsync_buckets(endpoint) else {
+                out.push_str(&format!("| {label} | {endpoint} | (no histogram) | | | | |\n"));
+                continue;
+            };
+            let total = buckets.last().map_or(0, |&(_, count)| count);
+            let quantile = |q: f64| {
+                let rank = (q * total as f64).ceil() as u64;
+                buckets.iter().find(|&&(_, count)| count >= rank.max(1)).map(|&(le, _)| le)
+            };
+            let ms = |le: Option<f64>| le.map_or("-".to_owned(), |le| format!("{}", le * 1000.0));
+            let over_16 = total - buckets.iter().find(|&&(le, _)| le >= 0.016).map_or(total, |&(_, count)| count);
+            let slowest = buckets.iter().find(|&&(_, count)| count == total && total > 0).map(|&(le, _)| le);
+            out.push_str(&format!(
+                "| {label} | {endpoint} | {total} | {} | {} | {over_16} | {} |\n",
+                ms(quantile(0.5)),
+                ms(quantile(0.99)),
+                ms(slowest),
+            ));
+        }
+    }
+    out
+}
+
+/// The cumulative `(le, count)` buckets of a member's WAL fsync histogram.
+fn fetch_fsync_buckets(endpoint: &str) -> Option<Vec<(f64, u64)>> {
+    let out = Command::new("curl").args(["-sf", "--max-time", "5"]).arg(format!("{endpoint}/metrics")).output().ok()?;
+    parse_fsync_buckets(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_fsync_buckets(text: &str) -> Option<Vec<(f64, u64)>> {
+    let mut buckets = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("etcd_disk_wal_fsync_duration_seconds_bucket{le=\"") else { continue };
+        let (le, count) = rest.split_once("\"} ")?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        buckets.push((le, count.trim().parse::<f64>().ok()? as u64));
+    }
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+fn load_names() -> String {
+    LOADS.iter().map(|load| load.name).collect::<Vec<_>>().join("; ")
 }
 
 fn wrk(script: &Path, endpoint: &str, connections: u32, seconds: u32) -> Result<Figures> {
@@ -256,26 +327,28 @@ fn millis(s: &str) -> Option<f64> {
     })
 }
 
-fn render(rows: &[(&str, Vec<Figures>)], seconds: u32, rounds: usize, samples: &[Vec<Vec<Figures>>]) -> String {
+fn render(loads: &[&Load], labels: &[&str], seconds: u32, rounds: usize, samples: &[Vec<Vec<Figures>>]) -> String {
     let mut out = format!(
         "Command: `cargo xtask bench store --seconds {seconds} --rounds {rounds}` (3 members each on loopback, \
-         fsync on, 256-byte values, wrk against the member each row names; median of {rounds} alternating rounds, \
-         with every round's requests/s after it).\n\n\
-         | load | server | requests/s | p50 ms | p99 ms | errors | rounds (requests/s) |\n\
-         |---|---|---:|---:|---:|---:|---|\n"
+         fsync on, 256-byte values, wrk against the member each row names; {rounds} alternating rounds: each \
+         figure is its median over the rounds, errors are summed, and every round's requests/s and p99 follow).\n\n\
+         | load | server | requests/s | p50 ms | p99 ms | errors | rounds: requests/s | rounds: p99 ms |\n\
+         |---|---|---:|---:|---:|---:|---|---|\n"
     );
-    for (i, load) in LOADS.iter().enumerate() {
-        for (s, (label, figures)) in rows.iter().enumerate() {
-            let f = figures[i];
-            let each: Vec<String> = samples[s][i].iter().map(|r| format!("{:.0}", r.requests_per_sec)).collect();
+    for (l, load) in loads.iter().enumerate() {
+        for (s, label) in labels.iter().enumerate() {
+            let runs = &samples[s][l];
+            let f = median(runs);
+            let each = |figure: fn(&Figures) -> String| runs.iter().map(figure).collect::<Vec<_>>().join(", ");
             out.push_str(&format!(
-                "| {} | {label} | {:.0} | {:.2} | {:.2} | {} | {} |\n",
+                "| {} | {label} | {:.0} | {:.2} | {:.2} | {} | {} | {} |\n",
                 load.name,
                 f.requests_per_sec,
                 f.p50_ms,
                 f.p99_ms,
                 f.errors,
-                each.join(", ")
+                each(|r| format!("{:.0}", r.requests_per_sec)),
+                each(|r| format!("{:.1}", r.p99_ms)),
             ));
         }
     }
@@ -287,10 +360,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_median_round_is_reported() {
-        let run = |r| Figures { requests_per_sec: r, ..Figures::default() };
-        assert_eq!(median(&[run(3.0), run(1.0), run(2.0)]).requests_per_sec, 2.0);
+    fn each_figure_has_its_own_median() {
+        let run = |r, p99, errors| Figures { requests_per_sec: r, p50_ms: 1.0, p99_ms: p99, errors };
+        let m = median(&[run(3.0, 10.0, 1), run(1.0, 30.0, 0), run(2.0, 20.0, 2)]);
+        assert_eq!((m.requests_per_sec, m.p99_ms, m.errors), (2.0, 20.0, 3));
         assert_eq!(median(&[]).requests_per_sec, 0.0);
+    }
+
+    #[test]
+    fn reads_the_fsync_histogram_of_metrics() {
+        let text = "# TYPE etcd_disk_wal_fsync_duration_seconds histogram\n\
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.001\"} 2\n\
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.002\"} 5\n\
+                    etcd_disk_wal_fsync_duration_seconds_bucket{le=\"+Inf\"} 6\n\
+                    etcd_disk_wal_fsync_duration_seconds_sum 0.5\n";
+        assert_eq!(parse_fsync_buckets(text), Some(vec![(0.001, 2), (0.002, 5), (f64::INFINITY, 6)]));
+        assert_eq!(parse_fsync_buckets("etcd_server_has_leader 1\n"), None);
     }
 
     #[test]

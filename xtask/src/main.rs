@@ -82,6 +82,9 @@ enum Bench {
         /// Rounds per load; the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Only the loads whose name contains this (e.g. "32 connections").
+        #[arg(long)]
+        only: Option<String>,
         /// Write the table into BENCHMARKS.md.
         #[arg(long)]
         write: bool,
@@ -153,6 +156,7 @@ const HOST_PACKAGES: &[&str] = &[
     "qemu-utils",
     "ovmf",
     "openssh-client",
+    "curl",
 ];
 
 /// Debian packages the image builder and the VM tier use: mkosi (with
@@ -203,10 +207,10 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
             cluster::run(&root, size, check)
         }
-        Task::Bench { what: Bench::Store { seconds, rounds, write } } => {
+        Task::Bench { what: Bench::Store { seconds, rounds, only, write } } => {
             install_packages(HOST_PACKAGES)?;
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store"])?;
-            bench::store(&root, seconds, rounds.max(1), write)
+            bench::store(&root, seconds, rounds.max(1), only.as_deref(), write)
         }
         Task::Bench { what: Bench::Fleet { machines, units, idle_units, write } } => {
             install_packages(HOST_PACKAGES)?;

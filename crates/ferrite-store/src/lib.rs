@@ -16,6 +16,7 @@
 pub mod batch;
 pub mod config;
 pub mod forwarder;
+pub mod histogram;
 pub mod http;
 pub mod ids;
 pub mod node;

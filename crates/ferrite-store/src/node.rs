@@ -13,10 +13,11 @@ use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 
 use crate::forwarder::{Forward, Forwarder};
+use crate::histogram::Histogram;
 use crate::proposer::Proposer;
 use crate::raft::election::Heard;
 use crate::raft::network::{call, Encoding, PeerStats};
-use crate::raft::state_machine::SharedState;
+use crate::raft::state_machine::{NoMoreApplied, SharedState};
 use crate::raft::stream::{Kind, Streams};
 use crate::raft::types::{NodeId, PeerNode, Raft, Request, Response, Vote};
 use crate::v2store::{Command, UnixNanos};
@@ -89,6 +90,8 @@ pub struct Node {
     pub removed: tokio::sync::Notify,
     /// Resets the election timer when a leader's word arrives.
     pub heard: Heard,
+    /// How long the raft log's fsyncs take (etcd's WAL fsync histogram).
+    pub wal_fsyncs: Arc<Histogram>,
     /// The leadership this member had when it last stopped, which openraft
     /// restored at start.
     restored: Option<RestoredLeadership>,
@@ -110,6 +113,25 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// What a member is made of, as the server assembles it.
+#[allow(missing_debug_implementations)] // `Node`'s own Debug says what matters
+pub struct Parts {
+    pub id: NodeId,
+    pub name: String,
+    pub cluster_id: u64,
+    pub client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
+    pub cluster_token: String,
+    pub raft: Raft,
+    pub state: SharedState,
+    pub peer_stats: PeerStats,
+    pub heard: Heard,
+    pub restored: Option<RestoredLeadership>,
+    pub streams: Streams,
+    pub http: reqwest::Client,
+    pub wal_fsyncs: Arc<Histogram>,
+}
+
 /// A leadership openraft restored at start: the member's vote then, and
 /// the last index of its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,21 +150,23 @@ pub fn unix_nanos(t: SystemTime) -> UnixNanos {
 
 impl Node {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: NodeId,
-        name: String,
-        cluster_id: u64,
-        client_urls: Vec<String>,
-        peer_urls: Vec<String>,
-        cluster_token: String,
-        raft: Raft,
-        state: SharedState,
-        peer_stats: PeerStats,
-        heard: Heard,
-        restored: Option<RestoredLeadership>,
-        streams: Streams,
-        http: reqwest::Client,
-    ) -> Arc<Node> {
+    pub fn new(parts: Parts) -> Arc<Node> {
+        let Parts {
+            id,
+            name,
+            cluster_id,
+            client_urls,
+            peer_urls,
+            cluster_token,
+            raft,
+            state,
+            peer_stats,
+            heard,
+            restored,
+            streams,
+            http,
+            wal_fsyncs,
+        } = parts;
         let proposer = Proposer::spawn(raft.clone());
         let forwarder = Forwarder::spawn(streams.clone());
         Arc::new(Node {
@@ -159,6 +183,7 @@ impl Node {
             peer_stats,
             removed: tokio::sync::Notify::new(),
             heard,
+            wal_fsyncs,
             restored,
             stopping: tokio::sync::watch::Sender::new(false),
             http,
@@ -254,12 +279,11 @@ impl Node {
     /// read here after a write sees the write.
     pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), NodeError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.raft.wait(Some(left)).applied_index_at_least(Some(index), "wait_applied").await.map(|_| ()).map_err(|e| {
-            match e {
-                openraft::metrics::WaitError::Timeout(..) => NodeError::Timeout,
-                openraft::metrics::WaitError::ShuttingDown => NodeError::Stopped(self.stop_reason()),
-            }
-        })
+        match tokio::time::timeout(left, self.state.wait_applied(index)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(NoMoreApplied)) => Err(NodeError::Stopped(self.stop_reason())),
+            Err(_) => Err(NodeError::Timeout),
+        }
     }
 
     /// Commits a request through raft and returns its result once this

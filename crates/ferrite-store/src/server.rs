@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{ClusterState, InitialMember, Settings};
 use crate::ids;
-use crate::node::{Node, RestoredLeadership};
+use crate::node::{self, Node, RestoredLeadership};
 use crate::raft::election;
 use crate::raft::log_store::{LogStore, LogStoreOptions};
 use crate::raft::network::{peer_http_client, Faults, Network, PeerStats};
@@ -281,6 +281,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     // The leader writes its log in parallel with replicating it; these two
     // keep commitment behind its fsync (see `raft::durability`).
     let durability = log_store.durability();
+    let wal_fsyncs = log_store.fsyncs();
     let restored = log_store.leadership().map(|(vote, last_index)| RestoredLeadership { vote, last_index });
     let state_machine =
         StateMachine::open(&dir.join("sm")).map_err(StartError::StateMachine)?.apply_when_synced(durability.clone());
@@ -319,22 +320,34 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
     tokio::spawn(election::run(raft.clone(), heard.clone(), settings.election_timeout));
+    // Requests waiting for this member to apply an index give up at once
+    // when raft stops (a failed log write), not at their deadline.
+    tokio::spawn({
+        let mut metrics = raft.metrics();
+        let state = state.clone();
+        async move {
+            // An error here is raft gone altogether: closed all the same.
+            let _ = metrics.wait_for(|m| m.running_state.is_err()).await;
+            state.close_applied();
+        }
+    });
 
-    let node = Node::new(
+    let node = Node::new(node::Parts {
         id,
-        settings.name.clone(),
+        name: settings.name.clone(),
         cluster_id,
-        settings.advertise_client_urls.clone(),
-        settings.advertise_peer_urls.clone(),
-        settings.cluster_token.clone(),
-        raft.clone(),
+        client_urls: settings.advertise_client_urls.clone(),
+        peer_urls: settings.advertise_peer_urls.clone(),
+        cluster_token: settings.cluster_token.clone(),
+        raft: raft.clone(),
         state,
         peer_stats,
         heard,
         restored,
         streams,
         http,
-    );
+        wal_fsyncs,
+    });
 
     let mut servers = Vec::new();
     let routers = peer_listeners

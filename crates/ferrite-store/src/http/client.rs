@@ -554,5 +554,10 @@ fn metrics(node: &Node) -> Response {
         c.proposals_forwarded.load(Ordering::Relaxed).to_string(),
     );
     metric("ferrite_store_raft_term", "gauge", "The current raft term.", m.current_term.to_string());
+    out.push_str(
+        &node
+            .wal_fsyncs
+            .render("etcd_disk_wal_fsync_duration_seconds", "The latency distributions of fsync called by WAL."),
+    );
     respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", out)
 }

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use super::durability::Durability;
 use super::durable::{self, FileKind, OpenError, FILE_HEADER_LEN};
@@ -196,13 +196,33 @@ impl StoredSnapshot {
 #[derive(Debug, Clone)]
 pub struct SharedState {
     state: Arc<Mutex<State>>,
-    applied: Arc<watch::Sender<Option<u64>>>,
+    applied: Arc<Mutex<Applied>>,
 }
+
+/// How far the state is applied, and who waits for it to go further.
+/// Each waiter is woken once, when its index is applied: a watch would
+/// wake every waiting request at every apply, to find most still waiting.
+#[derive(Debug, Default)]
+struct Applied {
+    index: Option<u64>,
+    /// Waiters by the index they wait for.
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
+    /// Set when nothing will be applied any more (raft stopped).
+    closed: bool,
+}
+
+/// The state machine will apply nothing more: raft stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoMoreApplied;
 
 impl SharedState {
     fn new(state: State) -> SharedState {
-        let applied = state.last_applied.map(|id| id.index);
-        SharedState { state: Arc::new(Mutex::new(state)), applied: Arc::new(watch::Sender::new(applied)) }
+        let applied = Applied { index: state.last_applied.map(|id| id.index), ..Applied::default() };
+        SharedState { state: Arc::new(Mutex::new(state)), applied: Arc::new(Mutex::new(applied)) }
+    }
+
+    fn applied(&self) -> MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -213,7 +233,33 @@ impl SharedState {
 
     /// Tells waiting readers how far the state has been applied.
     fn publish_applied(&self, last_applied: Option<LogId>) {
-        self.applied.send_replace(last_applied.map(|id| id.index));
+        let index = last_applied.map(|id| id.index);
+        let ready = {
+            let mut applied = self.applied();
+            applied.index = index;
+            match index {
+                // Every waiter at or below `index`; woken outside the lock.
+                Some(index) => {
+                    let later = applied.waiting.split_off(&(index + 1));
+                    std::mem::replace(&mut applied.waiting, later)
+                }
+                None => BTreeMap::new(),
+            }
+        };
+        for waiter in ready.into_values().flatten() {
+            // The waiter may have given up (its deadline passed).
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Wakes every waiter with [`NoMoreApplied`], now and from now on.
+    pub fn close_applied(&self) {
+        let waiting = {
+            let mut applied = self.applied();
+            applied.closed = true;
+            std::mem::take(&mut applied.waiting)
+        };
+        drop(waiting);
     }
 
     /// Runs `f` on the v2 store (get, watch, stats). Keep `f` short: log
@@ -236,17 +282,28 @@ impl SharedState {
         self.lock().last_applied
     }
 
-    /// The index of the last applied log entry, as it changes.
-    pub fn subscribe_applied(&self) -> watch::Receiver<Option<u64>> {
-        self.applied.subscribe()
+    /// The index of the last applied log entry, as readers see it.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.applied().index
     }
 
     /// Waits until the entry at `index` has been applied (for linearizable
-    /// reads: wait for the read index, then read).
-    pub async fn wait_applied(&self, index: u64) {
-        let mut rx = self.applied.subscribe();
-        // The sender lives as long as `self`, so this cannot see it closed.
-        let _ = rx.wait_for(|applied| applied.is_some_and(|a| a >= index)).await;
+    /// reads: wait for the read index, then read; for a write forwarded to
+    /// the leader: wait for it here, so a read here sees it).
+    pub async fn wait_applied(&self, index: u64) -> Result<(), NoMoreApplied> {
+        let woken = {
+            let mut applied = self.applied();
+            if applied.index.is_some_and(|applied| applied >= index) {
+                return Ok(());
+            }
+            if applied.closed {
+                return Err(NoMoreApplied);
+            }
+            let (tx, rx) = oneshot::channel();
+            applied.waiting.entry(index).or_default().push(tx);
+            rx
+        };
+        woken.await.map_err(|_| NoMoreApplied)
     }
 }
 
@@ -493,10 +550,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = StateMachine::open(dir.path()).unwrap();
         let shared = sm.shared();
-        assert_eq!(*shared.subscribe_applied().borrow(), None);
+        assert_eq!(shared.applied_index(), None);
         let waiter = tokio::spawn({
             let shared = shared.clone();
-            async move { shared.wait_applied(3).await }
+            async move { shared.wait_applied(3).await.unwrap() }
         });
 
         let replies = sm
@@ -512,7 +569,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
 
         assert_eq!(shared.last_applied(), Some(log_id(1, 1, 3)));
-        assert_eq!(*shared.subscribe_applied().borrow(), Some(3));
+        assert_eq!(shared.applied_index(), Some(3));
         assert_eq!(shared.members()[&2].name, "infra1");
         assert_eq!(shared.membership().membership(), &Membership::new(vec![BTreeSet::from([1, 2])], None));
 
@@ -596,7 +653,7 @@ mod tests {
         let mut sm = StateMachine::open(dir.path()).unwrap();
         let shared = sm.shared();
         assert_eq!(shared.last_applied(), Some(log_id(1, 1, 3)));
-        assert_eq!(*shared.subscribe_applied().borrow(), Some(3));
+        assert_eq!(shared.applied_index(), Some(3));
         assert_eq!(shared.members()[&1].client_urls, vec!["http://infra0:2379"]);
         assert_eq!(get(&shared, "/message").as_deref(), Some("hello"));
         assert_eq!(sm.applied_state().await.unwrap(), (Some(log_id(1, 1, 3)), built.meta.last_membership.clone()));
@@ -621,7 +678,7 @@ mod tests {
             assert_eq!(get(&shared, "/a").as_deref(), Some("1"));
             assert_eq!(get(&shared, "/stale"), None);
             assert_eq!(shared.members()[&2].name, "infra1");
-            assert_eq!(*shared.subscribe_applied().borrow(), Some(3));
+            assert_eq!(shared.applied_index(), Some(3));
             assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
         }
         let follower = StateMachine::open(follower_dir.path()).unwrap();

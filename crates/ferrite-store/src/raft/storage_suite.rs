@@ -171,7 +171,7 @@ async fn a_restarted_node_comes_back_with_its_state_vote_and_log() {
     // And it goes on serving writes.
     let next = publish(&raft, "after-restart").await;
     assert!(next > last_index);
-    shared.wait_applied(next).await;
+    shared.wait_applied(next).await.unwrap();
     assert_eq!(shared.members()[&1].name, "after-restart");
     raft.shutdown().await.unwrap();
 }
