@@ -282,6 +282,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     // keep commitment behind its fsync (see `raft::durability`).
     let durability = log_store.durability();
     let wal_fsyncs = log_store.fsyncs();
+    let log_reader = log_store.reader();
     let restored = log_store.leadership().map(|(vote, last_index)| RestoredLeadership { vote, last_index });
     let state_machine =
         StateMachine::open(&dir.join("sm")).map_err(StartError::StateMachine)?.apply_when_synced(durability.clone());
@@ -315,7 +316,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     let http = peer_http_client();
     let streams = Streams::new(http.clone());
     let network = Network::new(id, streams.clone(), http.clone(), embed.faults.clone(), peer_stats.clone())
-        .commit_when_synced(durability)
+        .commit_when_synced(durability, log_reader)
         .elections(heard.clone());
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;

@@ -14,8 +14,11 @@
 //! - the state machine applies an entry only once it is synced here, so no
 //!   client is answered, and no read sees a write, before a majority
 //!   including the leader has it on disk;
-//! - an AppendEntries carries a commit index only once that index is synced
-//!   here, so followers never apply what the leader could lose.
+//! - an AppendEntries carries a commit index no higher than what is synced
+//!   here, so followers never apply what the leader could lose. (It is
+//!   lowered, not held back: a follower takes the rest of the commit with
+//!   the next message, and its new entries do not wait for the leader's
+//!   fsync.)
 //!
 //! A follower's appends are still acknowledged only after their fsync (its
 //! answer to the leader is its vote for durability), so on a follower both
@@ -90,6 +93,14 @@ impl Durability {
             .map_err(|_| "the raft log was closed".to_owned())?;
         match &*state {
             Synced::Upto(_) => Ok(()),
+            Synced::Failed(reason) => Err(format!("the raft log cannot be written: {reason}")),
+        }
+    }
+
+    /// The last index on disk now, or why nothing more will be.
+    pub fn synced(&self) -> Result<u64, String> {
+        match &*self.rx.borrow() {
+            Synced::Upto(upto) => Ok(*upto),
             Synced::Failed(reason) => Err(format!("the raft log cannot be written: {reason}")),
         }
     }

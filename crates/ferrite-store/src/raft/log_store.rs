@@ -423,6 +423,11 @@ impl LogStore {
         self.durability.clone()
     }
 
+    /// A reader of the in-memory log, for the network's commit gate.
+    pub fn reader(&self) -> LogReader {
+        LogReader { mem: Arc::clone(&self.mem) }
+    }
+
     /// How long this log's fsyncs take, as they happen.
     pub fn fsyncs(&self) -> Arc<Histogram> {
         Arc::clone(&self.fsyncs)
@@ -622,6 +627,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(lock(&self.mem).range(range))
+    }
+}
+
+impl LogReader {
+    /// The id of the entry at `index`, if the log holds it or it is the
+    /// last purged one.
+    pub fn log_id_at(&self, index: u64) -> Option<LogId> {
+        let mem = lock(&self.mem);
+        match mem.entries.get(&index) {
+            Some(entry) => Some(entry.log_id),
+            None => mem.last_purged.filter(|purged| purged.index == index),
+        }
     }
 }
 

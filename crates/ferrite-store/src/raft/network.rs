@@ -26,8 +26,9 @@ use serde::Serialize;
 
 use super::durability::Durability;
 use super::election::Heard;
+use super::log_store::LogReader;
 use super::stream::{Kind, Streams};
-use super::types::{NodeId, PeerNode, TypeConfig};
+use super::types::{LogId, NodeId, PeerNode, TypeConfig};
 
 /// Links that tests have cut or slowed, by (from, to).
 #[derive(Debug, Default, Clone)]
@@ -148,8 +149,55 @@ pub struct Network {
     streams: Streams,
     faults: Faults,
     stats: PeerStats,
-    durability: Option<Durability>,
+    commits: Option<CommitGate>,
     heard: Option<Heard>,
+}
+
+/// What the leader tells followers is committed: no more than its own log
+/// has on disk (see `durability`).
+///
+/// New entries go out at once, their commit index lowered to what is on
+/// disk: waiting for the leader's fsync there put it back in series with
+/// the follower's, one round in every few. A message carrying only a
+/// commit waits for the fsync instead, so the whole commit gets there:
+/// openraft sends one whenever the commit moves, and a follower whose
+/// clients wait for a write to apply would otherwise wait for the next
+/// entry or heartbeat.
+#[derive(Debug, Clone)]
+struct CommitGate {
+    durability: Durability,
+    log: LogReader,
+}
+
+impl CommitGate {
+    /// `rpc` with the commit index it may carry now.
+    async fn gate(
+        &self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        limit: Duration,
+    ) -> Result<AppendEntriesRequest<TypeConfig>, String> {
+        let Some(commit) = rpc.leader_commit else { return Ok(rpc) };
+        if rpc.entries.is_empty() {
+            return match tokio::time::timeout(limit, self.durability.wait(commit.index)).await {
+                Ok(Ok(())) => Ok(rpc),
+                Ok(Err(reason)) => Err(reason),
+                Err(_) => Err(format!("the leader's log is not yet on disk up to the commit {commit}")),
+            };
+        }
+        let synced = self.durability.synced()?;
+        rpc.leader_commit = commit_on_disk(Some(commit), synced, |index| self.log.log_id_at(index));
+        Ok(rpc)
+    }
+}
+
+/// `commit`, lowered to the entry at `synced` when the leader's log is on
+/// disk only that far. A lower commit (or none) is always safe to send: a
+/// follower never moves its commit back.
+fn commit_on_disk(commit: Option<LogId>, synced: u64, log_id_at: impl Fn(u64) -> Option<LogId>) -> Option<LogId> {
+    match commit {
+        Some(commit) if commit.index > synced => log_id_at(synced),
+        commit => commit,
+    }
 }
 
 /// The HTTP client for calls to peers: HTTP/1 only (a stream is an
@@ -166,7 +214,7 @@ pub fn peer_http_client() -> reqwest::Client {
 
 impl Network {
     pub fn new(me: NodeId, streams: Streams, http: reqwest::Client, faults: Faults, stats: PeerStats) -> Network {
-        Network { me, http, streams, faults, stats, durability: None, heard: None }
+        Network { me, http, streams, faults, stats, commits: None, heard: None }
     }
 
     /// Tells the election timer when a vote this member asked for is
@@ -176,10 +224,11 @@ impl Network {
         self
     }
 
-    /// Tells followers of a commit only once the local log has it on disk
-    /// (see `durability`): the leader acknowledges its own appends early.
-    pub fn commit_when_synced(mut self, durability: Durability) -> Network {
-        self.durability = Some(durability);
+    /// Tells followers of a commit only as far as the local log is on
+    /// disk (see `durability`): the leader acknowledges its own appends
+    /// early. `log` names the entry a lowered commit stops at.
+    pub fn commit_when_synced(mut self, durability: Durability, log: LogReader) -> Network {
+        self.commits = Some(CommitGate { durability, log });
         self
     }
 }
@@ -196,7 +245,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             streams: self.streams.clone(),
             faults: self.faults.clone(),
             stats: self.stats.clone(),
-            durability: self.durability.clone(),
+            commits: self.commits.clone(),
             heard: self.heard.clone(),
         }
     }
@@ -212,7 +261,7 @@ pub struct PeerClient {
     http: reqwest::Client,
     streams: Streams,
     faults: Faults,
-    durability: Option<Durability>,
+    commits: Option<CommitGate>,
     heard: Option<Heard>,
 }
 
@@ -375,20 +424,14 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        if let (Some(durability), Some(commit)) = (&self.durability, rpc.leader_commit) {
-            // Usually the fsync already under way for the entry that just
-            // reached a quorum of followers.
-            match tokio::time::timeout(option.hard_ttl(), durability.wait(commit.index)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(reason)) => return Err(RPCError::Network(NetworkError::new(&AnyError::error(reason)))),
-                Err(_) => {
-                    let reason = format!("the leader's log is not yet on disk up to the commit {commit}");
-                    return Err(RPCError::Network(NetworkError::new(&AnyError::error(reason))));
-                }
-            }
+        if let Some(commits) = &self.commits {
+            rpc = commits
+                .gate(rpc, option.hard_ttl())
+                .await
+                .map_err(|reason| RPCError::Network(NetworkError::new(&AnyError::error(reason))))?;
         }
         let started = std::time::Instant::now();
         let answer = self.rpc(Route::Stream(Kind::Append), &rpc, &option).await;
@@ -421,34 +464,57 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use openraft::testing::log_id;
-    use openraft::Vote;
 
     use super::*;
     use crate::raft::durability::SyncedSender;
+    use crate::raft::log_store::LogStore;
+
+    #[test]
+    fn a_commit_goes_to_followers_only_as_far_as_the_leader_has_it_on_disk() {
+        let log_id_at = |index| (index >= 3).then(|| log_id(2, 1, index));
+        // On disk: sent as it is.
+        assert_eq!(commit_on_disk(Some(log_id(2, 1, 5)), 5, log_id_at), Some(log_id(2, 1, 5)));
+        assert_eq!(commit_on_disk(Some(log_id(2, 1, 5)), 9, log_id_at), Some(log_id(2, 1, 5)));
+        assert_eq!(commit_on_disk(None, 0, log_id_at), None);
+        // Ahead of the leader's fsync: lowered to the entry on disk.
+        assert_eq!(commit_on_disk(Some(log_id(2, 1, 5)), 4, log_id_at), Some(log_id(2, 1, 4)));
+        // Nothing the leader holds to name: no commit at all.
+        assert_eq!(commit_on_disk(Some(log_id(2, 1, 5)), 1, log_id_at), None);
+    }
 
     #[tokio::test]
-    async fn a_commit_reaches_followers_only_once_the_leader_has_it_on_disk() {
-        // Nothing listens here: once the gate opens, the call fails fast.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
-        let (synced, durability) = SyncedSender::new(4);
-        let http = peer_http_client();
-        let network = Network::new(1, Streams::new(http.clone()), http, Faults::default(), PeerStats::default());
-        let mut network = network.commit_when_synced(durability);
-        let node = PeerNode { peer_urls: vec![url] };
-        let mut client = network.new_client(2, &node).await;
-        let rpc = || AppendEntriesRequest::<TypeConfig> {
-            vote: Vote::new_committed(1, 1),
-            prev_log_id: Some(log_id(1, 1, 4)),
-            entries: Vec::new(),
-            leader_commit: Some(log_id(1, 1, 5)),
+    async fn the_gate_reads_the_synced_index_and_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = LogStore::open(dir.path()).unwrap();
+        {
+            use openraft::storage::RaftLogStorageExt;
+            let entries = (1..=3).map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i)).collect::<Vec<_>>();
+            store.blocking_append(entries).await.unwrap();
+        }
+        let (synced, durability) = SyncedSender::new(2);
+        let gate = CommitGate { durability, log: store.reader() };
+        let rpc = |entries: u64| AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: Some(log_id(1, 1, 3 - entries)),
+            entries: (4 - entries..=3).map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i)).collect(),
+            leader_commit: Some(log_id(1, 1, 3)),
         };
-        let option = || RPCOption::new(Duration::from_secs(5));
-        let held = tokio::time::timeout(Duration::from_millis(200), client.append_entries(rpc(), option())).await;
+        let limit = Duration::from_secs(5);
+        // New entries go at once, with the commit the leader has on disk.
+        let sent = gate.gate(rpc(1), limit).await.unwrap();
+        assert_eq!((sent.entries.len(), sent.leader_commit), (1, Some(log_id(1, 1, 2))));
+        // A commit alone waits for the fsync, then goes whole.
+        let held = tokio::time::timeout(Duration::from_millis(200), gate.gate(rpc(0), limit)).await;
         assert!(held.is_err(), "told a follower of a commit the leader had not synced");
-        synced.synced(5);
-        let sent = tokio::time::timeout(Duration::from_secs(5), client.append_entries(rpc(), option())).await;
-        assert!(matches!(sent, Ok(Err(RPCError::Unreachable(_)))), "{sent:?}");
+        let waiting = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.gate(rpc(0), limit).await }
+        });
+        synced.synced(3);
+        let sent = tokio::time::timeout(limit, waiting).await.unwrap().unwrap().unwrap();
+        assert_eq!(sent.leader_commit, Some(log_id(1, 1, 3)));
+        assert_eq!(gate.gate(rpc(1), limit).await.unwrap().leader_commit, Some(log_id(1, 1, 3)));
+        synced.failed("disk full".to_owned());
+        assert!(gate.gate(rpc(1), limit).await.unwrap_err().contains("disk full"));
     }
 }
