@@ -122,6 +122,9 @@ enum Bench {
         /// Also drop the apt download cache (a build from nothing).
         #[arg(long)]
         cold: bool,
+        /// Boots to time; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        boots: usize,
         /// Write the table into BENCHMARKS.md.
         #[arg(long)]
         write: bool,
@@ -225,7 +228,7 @@ fn main() -> Result<()> {
             run(&root, "cargo", &["build", "--release", "-p", "ferrite-store", "-p", "ferrite-ambassador"])?;
             bench_ambassador::ambassador(&root, requests, rounds.max(1), write)
         }
-        Task::Bench { what: Bench::Image { cold, write } } => image::bench(&root, cold, write),
+        Task::Bench { what: Bench::Image { cold, boots, write } } => image::bench(&root, cold, boots.max(1), write),
     }
 }
 

@@ -136,9 +136,13 @@ pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outc
         }
     }
 
+    // systemd-networkd starts beside this (not after it), so network
+    // units that write_files puts in place need it restarted, as units do.
+    let mut network_files_changed = false;
     for file in &plan.files {
         if write_file(root, file)? {
             changed(format!("{} written", file.path));
+            network_files_changed |= is_networkd_config(&file.path);
         }
     }
     for merge in &plan.merges {
@@ -175,7 +179,7 @@ pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outc
         }
     }
 
-    apply_units(&plan.units, root, machine, &mut changed)?;
+    apply_units(&plan.units, network_files_changed, root, machine, &mut changed)?;
 
     if let Some(script) = &plan.script {
         run_script_once(root, script, machine, &mut changed)?;
@@ -183,14 +187,24 @@ pub fn apply(plan: &Plan, root: &Path, machine: &mut dyn Machine) -> Result<Outc
     Ok(outcome)
 }
 
+/// Whether a file at `path` configures systemd-networkd.
+fn is_networkd_config(path: &str) -> bool {
+    ["/etc/systemd/network/", "/run/systemd/network/"].iter().any(|dir| path.starts_with(dir))
+        && crate::plan::is_network_unit(path)
+}
+
+/// Writes, masks and enables the units, then reloads systemd, restarts
+/// systemd-networkd if its configuration changed (`network_files_changed`
+/// says whether write_files changed any), and runs the units' commands.
 fn apply_units(
     units: &[UnitStep],
+    network_files_changed: bool,
     root: &Path,
     machine: &mut dyn Machine,
     changed: &mut dyn FnMut(String),
 ) -> Result<(), ApplyError> {
     let mut reload = false;
-    let mut restart_networkd = false;
+    let mut restart_networkd = network_files_changed;
     let mut commands = Vec::new();
     for unit in units {
         let mut files_changed = false;

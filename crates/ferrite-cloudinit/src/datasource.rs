@@ -119,6 +119,28 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10)).build()
 }
 
+/// The [`client`], built when a source first needs it. Building one reads
+/// and parses the whole trust store, which the local sources a machine
+/// boots from (the OEM partition, a config drive, fw_cfg) never use; under
+/// emulation that cost a visible part of the boot.
+#[derive(Debug, Default)]
+pub struct Http(std::sync::OnceLock<reqwest::Client>);
+
+impl Http {
+    fn client(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        if let Some(client) = self.0.get() {
+            return Ok(client);
+        }
+        let built = client()?;
+        Ok(self.0.get_or_init(|| built))
+    }
+
+    /// Whether the client has been built (for tests).
+    pub fn is_built(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
 /// Whether a request failed in TLS: the server's certificate was refused
 /// or the handshake made no sense. That is not cured by waiting, unlike a
 /// refused connection. TLS errors reach us as `InvalidData` I/O errors,
@@ -138,7 +160,7 @@ fn is_tls_failure(error: &reqwest::Error) -> bool {
 
 struct Ctx<'a> {
     name: String,
-    client: &'a reqwest::Client,
+    http: &'a Http,
 }
 
 impl Ctx<'_> {
@@ -150,9 +172,14 @@ impl Ctx<'_> {
         DatasourceError::Invalid { source_name: self.name.clone(), reason: reason.to_string() }
     }
 
+    /// The HTTP client; a source that cannot have one is invalid.
+    fn client(&self) -> Result<&reqwest::Client, DatasourceError> {
+        self.http.client().map_err(|e| self.invalid(format!("cannot set up the HTTP client: {e}")))
+    }
+
     /// GET `url`: the body, `None` on 404, unavailable on no answer.
     async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Option<Vec<u8>>, DatasourceError> {
-        let mut request = self.client.get(url);
+        let mut request = self.client()?.get(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -213,8 +240,8 @@ fn base(url: &str) -> &str {
 
 impl Datasource {
     /// Reads the source once.
-    pub async fn fetch(&self, client: &reqwest::Client) -> Result<Fetched, DatasourceError> {
-        let ctx = Ctx { name: self.to_string(), client };
+    pub async fn fetch(&self, http: &Http) -> Result<Fetched, DatasourceError> {
+        let ctx = Ctx { name: self.to_string(), http };
         match self {
             Datasource::File(path) | Datasource::Oem(path) | Datasource::FwCfg(path) => {
                 let data = ctx.read_file(path)?.ok_or_else(|| ctx.unavailable("no such file"))?;
@@ -307,7 +334,7 @@ async fn ec2(ctx: &Ctx<'_>, base: &str) -> Result<Fetched, DatasourceError> {
     // IMDSv2: a session token from a PUT; a service that refuses the PUT
     // (404, 403, 405) speaks only v1, so ask without a token.
     let token = ctx
-        .client
+        .client()?
         .put(format!("{base}/latest/api/token"))
         .header("X-aws-ec2-metadata-token-ttl-seconds", "21600")
         .send()
@@ -418,7 +445,7 @@ async fn openstack(ctx: &Ctx<'_>, base: &str) -> Result<Fetched, DatasourceError
 pub async fn first_available(
     sources: &[Datasource],
     timeout: Duration,
-    client: &reqwest::Client,
+    http: &Http,
 ) -> Result<Option<(Datasource, Fetched)>, DatasourceError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(100);
@@ -430,7 +457,7 @@ pub async fn first_available(
             if invalid.iter().any(|(j, _)| *j == i) {
                 continue;
             }
-            match tokio::time::timeout_at(deadline, source.fetch(client)).await {
+            match tokio::time::timeout_at(deadline, source.fetch(http)).await {
                 Ok(Ok(fetched)) => {
                     tracing::info!("user data from {source}");
                     return Ok(Some((source.clone(), fetched)));

@@ -131,8 +131,8 @@ fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!sources.is_empty(), "no datasource given (--from-file, --from-url, ...)");
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
-    let client = datasource::client().context("cannot set up the HTTP client")?;
-    let found = runtime.block_on(datasource::first_available(&sources, Duration::from_secs(args.timeout), &client));
+    let http = datasource::Http::default();
+    let found = runtime.block_on(datasource::first_available(&sources, Duration::from_secs(args.timeout), &http));
     drop(runtime);
     let found = found.context("no user data")?;
     let Some((source, fetched)) = found else {

@@ -355,7 +355,13 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 ///   /usr, so sysinit.target would wait for it and for the two modules it
 ///   loads first. ferrite-grow-root.service runs systemd-repart beside the
 ///   boot instead.
-const MASKED: [&str; 1] = ["systemd-repart.service"];
+/// - kmod-static-nodes.service: first on the boot's critical chain, it
+///   read the kernel's modules.devname through dm-verity on every boot to
+///   write the list of static device nodes to /run. The image has one
+///   kernel, so mkosi.postinst writes that list into /usr once
+///   (`tmpfiles.d/ferrite-static-nodes.conf`), and systemd-tmpfiles makes
+///   the nodes from it as before.
+const MASKED: [&str; 2] = ["systemd-repart.service", "kmod-static-nodes.service"];
 
 /// ROOT as built: everything of the stage except /usr (machine state and
 /// administrator config), the usr-merge symlinks, mount points and an

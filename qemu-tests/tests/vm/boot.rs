@@ -31,10 +31,12 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
     eprintln!("boot report after {:.0} s: {line}", vm.uptime().as_secs_f64());
 
     the_system_runs_on_verified_usr_with_root_grown(&line);
+    cloud_config_reports_on_the_console(&vm);
     core_logs_in_with_the_cloud_config_key_only(&mut vm, keys.path());
     the_machine_made_its_own_identity_once(&vm);
     root_grew_beside_the_boot(&vm);
     names_resolve_through_systemd_resolved(&vm);
+    the_static_device_nodes_are_there(&vm);
     docker_runs_a_container_imported_over_ssh(&vm);
     the_counted_entry_is_tried_and_blessed(&vm);
 }
@@ -64,6 +66,17 @@ fn the_system_runs_on_verified_usr_with_root_grown(line: &str) {
     let room = DISK - others - (2 << 20);
     assert!(root_part >= room, "ROOT's partition fills the disk: {root_part} bytes, at least {room} expected");
     assert!(root_fs > room / 10 * 9, "ROOT's filesystem fills its partition: {root_fs} of {root_part} bytes");
+}
+
+fn cloud_config_reports_on_the_console(vm: &Vm) {
+    // Where an operator of a cloud machine sees provisioning: the serial
+    // console. Its log (not only its prints) goes there as well as to the
+    // journal.
+    let console = vm.console();
+    assert!(
+        console.contains("user data from QEMU fw_cfg"),
+        "ferrite-cloudinit's log names the datasource on the console"
+    );
 }
 
 fn core_logs_in_with_the_cloud_config_key_only(vm: &mut Vm, keys: &std::path::Path) {
@@ -121,6 +134,16 @@ fn names_resolve_through_systemd_resolved(vm: &Vm) {
     assert!(!hosts.contains(HOSTNAME), "/etc/hosts does not answer for {HOSTNAME}: {hosts}");
     let answer = stdout_of(vm, &format!("getent ahosts {HOSTNAME}"));
     assert!(answer.contains("10.0.2.15"), "{HOSTNAME} resolves to the machine's address: {answer:?}");
+}
+
+fn the_static_device_nodes_are_there(vm: &Vm) {
+    // kmod-static-nodes is masked in the image, which lists the nodes of
+    // its kernel's modules in /usr instead: they are there for modules not
+    // yet loaded (opening one loads its module), not only for the few the
+    // initramfs carries (tun is not among those).
+    assert_eq!(stdout_of(vm, "systemctl is-enabled kmod-static-nodes.service || true"), "masked");
+    let nodes = "/dev/fuse /dev/loop-control /dev/net/tun /dev/mapper/control";
+    assert_eq!(stdout_of(vm, &format!("for n in {nodes}; do test -c $n || echo missing $n; done")), "");
 }
 
 fn docker_runs_a_container_imported_over_ssh(vm: &Vm) {

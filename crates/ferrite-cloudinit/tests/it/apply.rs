@@ -202,6 +202,30 @@ fn unmasking_a_runtime_unit_removes_only_a_mask() {
     assert!(std::fs::symlink_metadata(root.join("run/systemd/system/a.service")).is_err());
 }
 
+/// systemd-networkd starts beside cloud-config, not after it: a network
+/// file that write_files changes restarts it, as a network unit does; a
+/// file elsewhere, or one already as written, does not.
+#[test]
+fn a_network_file_from_write_files_restarts_networkd() {
+    let dir = tree();
+    let root = dir.path();
+    let config = "#cloud-config\nwrite_files:\n  - path: /etc/systemd/network/20-static.network\n    \
+                  content: |\n      [Match]\n      Name=eth0\n  - path: /etc/motd\n    content: hi\n";
+    let (_, plan) = ferrite_cloudinit::prepare(config.as_bytes(), &Addresses::default(), |_| None).unwrap();
+    let mut machine = Offline::default();
+    apply(&plan, root, &mut machine).unwrap();
+    assert_eq!(machine.skipped, ["restart systemd-networkd.service"]);
+    let mut again = Offline::default();
+    apply(&plan, root, &mut again).unwrap();
+    assert_eq!(again.skipped, Vec::<String>::new());
+
+    let config = "#cloud-config\nwrite_files:\n  - path: /etc/systemd/network.conf\n    content: x\n";
+    let (_, plan) = ferrite_cloudinit::prepare(config.as_bytes(), &Addresses::default(), |_| None).unwrap();
+    let mut machine = Offline::default();
+    apply(&plan, root, &mut machine).unwrap();
+    assert_eq!(machine.skipped, Vec::<String>::new());
+}
+
 #[test]
 fn a_config_with_mistakes_is_refused_whole_and_the_tree_is_untouched() {
     let dir = tree();

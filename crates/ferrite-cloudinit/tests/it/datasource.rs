@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use ferrite_cloudinit::datasource::{client, first_available, Datasource, Fetched};
+use ferrite_cloudinit::datasource::{first_available, Datasource, Fetched, Http};
 
 #[derive(Default)]
 struct Fake {
@@ -82,7 +82,7 @@ fn ec2_routes() -> HashMap<&'static str, String> {
 }
 
 async fn fetch(source: Datasource) -> Fetched {
-    source.fetch(&client().unwrap()).await.unwrap_or_else(|e| panic!("{e}"))
+    source.fetch(&Http::default()).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn assert_ec2_like(fetched: &Fetched) {
@@ -211,7 +211,7 @@ async fn a_config_drive_directory() {
     std::fs::write(root.join("ec2/latest/meta-data.json"), r#"{"local-ipv4":"10.0.0.5","public-ipv4":"203.0.113.5"}"#)
         .unwrap();
     assert_ec2_like(&fetch(Datasource::ConfigDrive(root.to_owned())).await);
-    assert!(Datasource::ConfigDrive(root.join("nothing")).fetch(&client().unwrap()).await.is_err());
+    assert!(Datasource::ConfigDrive(root.join("nothing")).fetch(&Http::default()).await.is_err());
 }
 
 #[tokio::test]
@@ -222,7 +222,7 @@ async fn files_the_oem_partition_and_fw_cfg() {
     for source in [Datasource::File(path.clone()), Datasource::Oem(path.clone()), Datasource::FwCfg(path.clone())] {
         assert_eq!(fetch(source).await.user_data.as_deref(), Some(&b"#cloud-config\n"[..]));
     }
-    assert!(Datasource::FwCfg(dir.path().join("absent")).fetch(&client().unwrap()).await.is_err());
+    assert!(Datasource::FwCfg(dir.path().join("absent")).fetch(&Http::default()).await.is_err());
 }
 
 #[tokio::test]
@@ -236,7 +236,7 @@ async fn a_url_and_the_kernel_command_line() {
     std::fs::write(&cmdline, format!("root=/dev/vda quiet cloud-config-url={base}/cc\n")).unwrap();
     assert_eq!(fetch(Datasource::ProcCmdline(cmdline.clone())).await.user_data, fetched.user_data);
     std::fs::write(&cmdline, "root=/dev/vda quiet\n").unwrap();
-    assert!(Datasource::ProcCmdline(cmdline).fetch(&client().unwrap()).await.is_err());
+    assert!(Datasource::ProcCmdline(cmdline).fetch(&Http::default()).await.is_err());
 }
 
 #[tokio::test]
@@ -245,13 +245,18 @@ async fn sources_are_polled_until_one_answers() {
         serve(Fake { routes: routes(&[("/cc", "#cloud-config\n")]), not_yet: AtomicUsize::new(3), ..Fake::default() })
             .await;
     let sources = [Datasource::File("/nonexistent/user-data".into()), Datasource::Url(format!("{base}/cc"))];
-    let (source, fetched) =
-        first_available(&sources, Duration::from_secs(30), &client().unwrap()).await.unwrap().unwrap();
+    let http = Http::default();
+    let (source, fetched) = first_available(&sources, Duration::from_secs(30), &http).await.unwrap().unwrap();
     assert_eq!(source, sources[1]);
     assert_eq!(fetched.user_data.as_deref(), Some(&b"#cloud-config\n"[..]));
+    assert!(http.is_built());
 
-    let none = first_available(&sources[..1], Duration::from_millis(300), &client().unwrap()).await;
+    // Local sources alone never build the HTTP client (nor read the
+    // trust store it loads).
+    let http = Http::default();
+    let none = first_available(&sources[..1], Duration::from_millis(300), &http).await;
     assert!(none.unwrap().is_none(), "nothing there is no error");
+    assert!(!http.is_built(), "a local source built the HTTP client");
 }
 
 /// A source whose answer is unusable (here a config drive whose
@@ -266,11 +271,11 @@ async fn an_unusable_source_is_dropped_and_is_the_error_when_nothing_answers() {
     let file = dir.path().join("user-data");
     std::fs::write(&file, "#cloud-config\n").unwrap();
     let sources = [Datasource::ConfigDrive(dir.path().to_owned()), Datasource::File(file)];
-    let (source, _) = first_available(&sources, Duration::from_secs(30), &client().unwrap()).await.unwrap().unwrap();
+    let (source, _) = first_available(&sources, Duration::from_secs(30), &Http::default()).await.unwrap().unwrap();
     assert_eq!(source, sources[1]);
 
     let started = std::time::Instant::now();
-    let error = first_available(&sources[..1], Duration::from_secs(30), &client().unwrap()).await.unwrap_err();
+    let error = first_available(&sources[..1], Duration::from_secs(30), &Http::default()).await.unwrap_err();
     assert!(error.to_string().contains("meta_data.json"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5), "not retried until the timeout");
 }

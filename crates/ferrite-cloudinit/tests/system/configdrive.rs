@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use ferrite_cloudinit::configdrive::{self, BlockDevices, FsType};
-use ferrite_cloudinit::datasource::{client, Datasource, DatasourceError};
+use ferrite_cloudinit::datasource::{Datasource, DatasourceError, Http};
 
 const USER_DATA: &str = "#cloud-config\nhostname: from-config-drive\n";
 const META_DATA: &str = r#"{"hostname":"meta","public_keys":{"k":"ssh-ed25519 AAAAdrive drive@example"}}"#;
@@ -100,7 +100,7 @@ async fn found_and_read(image: &Path, fs_type: FsType) -> Result<()> {
     let temp = std::env::temp_dir();
     let before = leftover_mount_points(&temp)?;
     let source = Datasource::ConfigDriveLabel { label: configdrive::LABEL.to_owned(), devices };
-    let fetched = source.fetch(&client()?).await;
+    let fetched = source.fetch(&Http::default()).await;
     if kernel_mounts(fs_type) {
         let fetched = fetched?;
         assert_eq!(fetched.user_data.as_deref(), Some(USER_DATA.as_bytes()));
@@ -136,7 +136,7 @@ async fn a_device_given_by_path_that_is_no_config_drive_is_refused() -> Result<(
     let image = dir.path().join("blank.img");
     std::fs::write(&image, vec![0u8; 1 << 20])?;
     let device = Loop::attach(&image)?;
-    let fetched = Datasource::ConfigDrive(device.0.clone()).fetch(&client()?).await;
+    let fetched = Datasource::ConfigDrive(device.0.clone()).fetch(&Http::default()).await;
     let Err(DatasourceError::Invalid { reason, .. }) = fetched else {
         bail!("a blank device was accepted: {fetched:?}")
     };

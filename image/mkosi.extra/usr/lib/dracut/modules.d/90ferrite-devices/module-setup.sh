@@ -32,4 +32,19 @@ install() {
     # ones /usr needs. udevd still names the partitions.
     mkdir -p "$initdir/usr/lib/modules-load.d"
     printf '%s\n' virtio_pci virtio_blk dm_verity squashfs > "$initdir/usr/lib/modules-load.d/ferrite-initrd.conf"
+    # With the disk's drivers loaded that way, the initramfs needs udev for
+    # block devices alone: its coldplug goes through those, not every PCI,
+    # tty, input and platform device (each an event udevd works through
+    # under emulation before the partitions' turn). The real root's
+    # coldplug, after the switch, still takes every device.
+    mkdir -p "$initdir/etc/systemd/system/systemd-udev-trigger.service.d"
+    printf '%s\n' '[Service]' 'ExecStart=' \
+        'ExecStart=-udevadm trigger --type=devices --action=add --subsystem-match=block' \
+        > "$initdir/etc/systemd/system/systemd-udev-trigger.service.d/ferrite.conf"
+    # dracut's shell generator (bash sourcing dracut-lib.sh, and a dozen
+    # execs of its helpers) only turns root= into the units systemd's own
+    # fstab generator already makes. dracut-systemd stays for the emergency
+    # shell (see mkosi.postinst); its generator goes.
+    mkdir -p "$initdir/etc/systemd/system-generators"
+    ln -sf /dev/null "$initdir/etc/systemd/system-generators/dracut-rootfs-generator"
 }
