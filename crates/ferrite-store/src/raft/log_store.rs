@@ -404,18 +404,8 @@ impl LogStore {
             #[cfg(test)]
             disk: Arc::clone(&options.disk),
         };
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("raft-log-writer".to_owned())
-            .spawn(move || writer.run(rx))
-            .map_err(io_err(dir))?;
-        Ok(LogStore {
-            mem: Arc::new(Mutex::new(mem)),
-            writer: WriterHandle { tx: Some(tx), thread: Some(thread) },
-            durability,
-            fsyncs,
-            options,
-        })
+        let writer = Worker::spawn("raft-log-writer", move |rx| writer.run(rx)).map_err(io_err(dir))?;
+        Ok(LogStore { mem: Arc::new(Mutex::new(mem)), writer: WriterHandle(writer), durability, fsyncs, options })
     }
 
     /// How far this log is on disk.
@@ -803,31 +793,54 @@ enum Extent {
     Truncated { since: u64 },
 }
 
-/// The store's side of the writer thread: dropping it closes the queue
-/// and waits for the thread to finish what was queued.
-#[derive(Debug)]
-struct WriterHandle {
-    tx: Option<mpsc::Sender<Op>>,
+/// A thread fed through a queue. Dropping it closes the queue and waits
+/// for the thread to finish what was queued.
+struct Worker<T> {
+    tx: Option<mpsc::Sender<T>>,
     thread: Option<JoinHandle<()>>,
+    name: &'static str,
 }
 
-impl WriterHandle {
-    fn send(&self, op: Op) -> Result<(), WriteError> {
+impl<T: Send + 'static> Worker<T> {
+    fn spawn(name: &'static str, run: impl FnOnce(mpsc::Receiver<T>) + Send + 'static) -> io::Result<Worker<T>> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new().name(name.to_owned()).spawn(move || run(rx))?;
+        Ok(Worker { tx: Some(tx), thread: Some(thread), name })
+    }
+
+    /// Queues `item`; gives it back if the thread is gone.
+    fn send(&self, item: T) -> Result<(), T> {
         match &self.tx {
-            Some(tx) => tx.send(op).map_err(|_| WriteError::WriterGone),
-            None => Err(WriteError::WriterGone),
+            Some(tx) => tx.send(item).map_err(|mpsc::SendError(item)| item),
+            None => Err(item),
         }
     }
 }
 
-impl Drop for WriterHandle {
+impl<T> Debug for Worker<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("name", &self.name).field("running", &self.tx.is_some()).finish()
+    }
+}
+
+impl<T> Drop for Worker<T> {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
-                tracing::error!("the raft log writer thread panicked");
+                tracing::error!("the {} thread panicked", self.name);
             }
         }
+    }
+}
+
+/// The store's side of the writer thread.
+#[derive(Debug)]
+struct WriterHandle(Worker<Op>);
+
+impl WriterHandle {
+    fn send(&self, op: Op) -> Result<(), WriteError> {
+        self.0.send(op).map_err(|_| WriteError::WriterGone)
     }
 }
 
@@ -1114,39 +1127,25 @@ impl Writer {
 /// Segments are deleted oldest first, and only once the purge covering
 /// them is on disk. A crash part way leaves the newest of them, if any:
 /// replay finds its log starting after a gap, which that purge covers.
-struct Reaper {
-    tx: Option<mpsc::Sender<(PathBuf, Vec<PathBuf>)>>,
-    thread: Option<JoinHandle<()>>,
-}
+///
+/// Dropped, it finishes the deletions queued, so a closed log is as its
+/// purges say.
+struct Reaper(Worker<(PathBuf, Vec<PathBuf>)>);
 
 impl Reaper {
     fn start() -> io::Result<Reaper> {
-        let (tx, rx) = mpsc::channel::<(PathBuf, Vec<PathBuf>)>();
-        let thread = std::thread::Builder::new().name("raft-log-reaper".to_owned()).spawn(move || {
+        let worker = Worker::spawn("raft-log-reaper", |rx: mpsc::Receiver<(PathBuf, Vec<PathBuf>)>| {
             for (dir, paths) in rx {
                 delete_segments(&dir, &paths);
             }
         })?;
-        Ok(Reaper { tx: Some(tx), thread: Some(thread) })
+        Ok(Reaper(worker))
     }
 
     fn delete(&self, dir: &Path, paths: Vec<PathBuf>) {
-        let queued = self.tx.as_ref().map(|tx| tx.send((dir.to_owned(), paths)));
-        if let Some(Err(mpsc::SendError((dir, paths)))) = queued {
+        if let Err((dir, paths)) = self.0.send((dir.to_owned(), paths)) {
             // The thread is gone (it panicked): delete them here.
             delete_segments(&dir, &paths);
-        }
-    }
-}
-
-impl Drop for Reaper {
-    /// Finishes the deletions queued, so a closed log is as its purges say.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the raft log reaper thread panicked");
-            }
         }
     }
 }
