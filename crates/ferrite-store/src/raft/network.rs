@@ -28,7 +28,7 @@ use super::durability::Durability;
 use super::election::Heard;
 use super::log_store::LogReader;
 use super::stream::{Kind, Streams};
-use super::types::{LogId, NodeId, PeerNode, TypeConfig};
+use super::types::{LogId, NodeId, PeerNode, TypeConfig, Vote};
 
 /// Links that tests have cut or slowed, by (from, to).
 #[derive(Debug, Default, Clone)]
@@ -170,23 +170,25 @@ struct CommitGate {
 }
 
 impl CommitGate {
-    /// `rpc` with the commit index it may carry now.
+    /// `rpc` with the commit index it may carry now, and the commit it
+    /// held back, if it lowered it.
     async fn gate(
         &self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
         limit: Duration,
-    ) -> Result<AppendEntriesRequest<TypeConfig>, String> {
-        let Some(commit) = rpc.leader_commit else { return Ok(rpc) };
+    ) -> Result<(AppendEntriesRequest<TypeConfig>, Option<LogId>), String> {
+        let Some(commit) = rpc.leader_commit else { return Ok((rpc, None)) };
         if rpc.entries.is_empty() {
             return match tokio::time::timeout(limit, self.durability.wait(commit.index)).await {
-                Ok(Ok(())) => Ok(rpc),
+                Ok(Ok(())) => Ok((rpc, None)),
                 Ok(Err(reason)) => Err(reason),
                 Err(_) => Err(format!("the leader's log is not yet on disk up to the commit {commit}")),
             };
         }
         let synced = self.durability.synced()?;
         rpc.leader_commit = commit_on_disk(Some(commit), synced, |index| self.log.log_id_at(index));
-        Ok(rpc)
+        let held_back = (rpc.leader_commit != Some(commit)).then_some(commit);
+        Ok((rpc, held_back))
     }
 }
 
@@ -421,14 +423,46 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// Sends the commit the gate held back from entries the follower just
+    /// took, once the leader's fsync reaches it, as the commit-only
+    /// AppendEntries openraft itself sends (`prev_log_id` the follower's
+    /// last entry). openraft counts that commit as sent: the follower
+    /// would hear of it only with the next message, which for a follower
+    /// whose clients all wait for their writes to apply is the next
+    /// heartbeat, up to 150 ms later. Best effort: a failure only leaves
+    /// that to the heartbeat.
+    async fn send_held_back_commit(&self, vote: Vote, last: Option<LogId>, commit: LogId, option: &RPCOption) {
+        let Some(commits) = &self.commits else { return };
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote,
+            prev_log_id: last,
+            entries: Vec::new(),
+            leader_commit: Some(commit),
+        };
+        let sent = match commits.gate(rpc, option.hard_ttl()).await {
+            Ok((rpc, _)) => {
+                let answer: Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> =
+                    self.rpc(Route::Stream(Kind::Append), &rpc, option).await;
+                answer.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = sent {
+            tracing::debug!(to = %format_args!("{:x}", self.target), %commit, %reason, "cannot send a held-back commit");
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        let mut held_back = None;
         if let Some(commits) = &self.commits {
-            rpc = commits
+            (rpc, held_back) = commits
                 .gate(rpc, option.hard_ttl())
                 .await
                 .map_err(|reason| RPCError::Network(NetworkError::new(&AnyError::error(reason))))?;
@@ -436,6 +470,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let started = std::time::Instant::now();
         let answer = self.rpc(Route::Stream(Kind::Append), &rpc, &option).await;
         self.stats.record(self.target, answer.is_ok().then(|| started.elapsed()));
+        if let (Some(commit), Ok(AppendEntriesResponse::Success)) = (held_back, &answer) {
+            let last = rpc.entries.last().map(|entry| entry.log_id).or(rpc.prev_log_id);
+            self.send_held_back_commit(rpc.vote, last, commit, &option).await;
+        }
         answer
     }
 
@@ -501,8 +539,9 @@ mod tests {
         };
         let limit = Duration::from_secs(5);
         // New entries go at once, with the commit the leader has on disk.
-        let sent = gate.gate(rpc(1), limit).await.unwrap();
+        let (sent, held_back) = gate.gate(rpc(1), limit).await.unwrap();
         assert_eq!((sent.entries.len(), sent.leader_commit), (1, Some(log_id(1, 1, 2))));
+        assert_eq!(held_back, Some(log_id(1, 1, 3)), "what to send once the fsync is done");
         // A commit alone waits for the fsync, then goes whole.
         let held = tokio::time::timeout(Duration::from_millis(200), gate.gate(rpc(0), limit)).await;
         assert!(held.is_err(), "told a follower of a commit the leader had not synced");
@@ -511,9 +550,10 @@ mod tests {
             async move { gate.gate(rpc(0), limit).await }
         });
         synced.synced(3);
-        let sent = tokio::time::timeout(limit, waiting).await.unwrap().unwrap().unwrap();
-        assert_eq!(sent.leader_commit, Some(log_id(1, 1, 3)));
-        assert_eq!(gate.gate(rpc(1), limit).await.unwrap().leader_commit, Some(log_id(1, 1, 3)));
+        let (sent, held_back) = tokio::time::timeout(limit, waiting).await.unwrap().unwrap().unwrap();
+        assert_eq!((sent.leader_commit, held_back), (Some(log_id(1, 1, 3)), None));
+        let (sent, held_back) = gate.gate(rpc(1), limit).await.unwrap();
+        assert_eq!((sent.leader_commit, held_back), (Some(log_id(1, 1, 3)), None));
         synced.failed("disk full".to_owned());
         assert!(gate.gate(rpc(1), limit).await.unwrap_err().contains("disk full"));
     }
