@@ -158,11 +158,11 @@ pub struct Network {
 ///
 /// New entries go out at once, their commit index lowered to what is on
 /// disk: waiting for the leader's fsync there put it back in series with
-/// the follower's, one round in every few. A message carrying only a
-/// commit waits for the fsync instead, so the whole commit gets there:
-/// openraft sends one whenever the commit moves, and a follower whose
-/// clients wait for a write to apply would otherwise wait for the next
-/// entry or heartbeat.
+/// the follower's, one round in every few. The commit held back follows
+/// them once the fsync reaches it (`PeerClient::send_held_back_commit`),
+/// and a message carrying only a commit waits for the fsync, so the whole
+/// commit gets there: a follower whose clients wait for a write to apply
+/// would otherwise wait for the next entry or heartbeat.
 #[derive(Debug, Clone)]
 struct CommitGate {
     durability: Durability,
@@ -421,9 +421,7 @@ impl PeerClient {
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }
-}
 
-impl PeerClient {
     /// Sends the commit the gate held back from entries the follower just
     /// took, once the leader's fsync reaches it, as the commit-only
     /// AppendEntries openraft itself sends (`prev_log_id` the follower's
