@@ -96,8 +96,9 @@ pub struct Flags {
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
-    /// Number of committed entries that trigger a snapshot.
-    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 10_000)]
+    /// Number of committed transactions to trigger a snapshot to disk
+    /// (etcd's default; a write counts once, batched or not).
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
     /// Size at which a raft log segment file is closed and the next begun

@@ -19,7 +19,7 @@ use crate::node::{self, Node, RestoredLeadership};
 use crate::raft::election;
 use crate::raft::log_store::{LogStore, LogStoreOptions};
 use crate::raft::network::{peer_http_client, Faults, Network, PeerStats};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{SnapshotSchedule, StateMachine};
 use crate::raft::stream::Streams;
 use crate::raft::types::{NodeId, PeerNode, Raft};
 
@@ -284,8 +284,11 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     let wal_fsyncs = log_store.fsyncs();
     let log_reader = log_store.reader();
     let restored = log_store.leadership().map(|(vote, last_index)| RestoredLeadership { vote, last_index });
-    let state_machine =
-        StateMachine::open(&dir.join("sm")).map_err(StartError::StateMachine)?.apply_when_synced(durability.clone());
+    let snapshots = SnapshotSchedule::every(settings.snapshot_count);
+    let state_machine = StateMachine::open(&dir.join("sm"))
+        .map_err(StartError::StateMachine)?
+        .apply_when_synced(durability.clone())
+        .snapshot_on(snapshots.clone());
     let state = state_machine.shared();
 
     let heartbeat = u64::try_from(settings.heartbeat.as_millis()).unwrap_or(100);
@@ -303,7 +306,8 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
         enable_elect: false,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 1024,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_count),
+        // Snapshots are taken by count of writes (`SnapshotSchedule`).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         // Entries kept behind a snapshot so a briefly lagging follower
         // catches up from the log (etcd keeps 5000) rather than a snapshot.
         max_in_snapshot_log_to_keep: settings.snapshot_count.min(5000),
@@ -321,6 +325,7 @@ pub async fn start(mut settings: Settings, embed: Embed) -> Result<Started, Star
     let raft =
         Raft::new(id, config, network, log_store, state_machine).await.map_err(|e| StartError::Raft(e.to_string()))?;
     tokio::spawn(election::run(raft.clone(), heard.clone(), settings.election_timeout));
+    tokio::spawn(snapshots.run(raft.clone(), state.clone()));
     // Requests waiting for this member to apply an index give up at once
     // when raft stops (a failed log write), not at their deadline.
     tokio::spawn({

@@ -20,19 +20,24 @@ use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use super::durability::Durability;
 use super::durable::{self, FileKind, OpenError, FILE_HEADER_LEN};
-use super::types::{Entry, LogId, NodeId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::types::{
+    Entry, LogId, NodeId, Raft, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::v2store::{self, Store, UnixNanos};
 
 const SNAPSHOT_FILE: &str = "snapshot";
+/// How long [`SnapshotSchedule::run`] waits for a snapshot it asked for
+/// before it asks again.
+const SNAPSHOT_BUILD_WAIT: Duration = Duration::from_secs(10);
 const SNAPSHOT_KIND: FileKind = FileKind { magic: *b"FERRSNAP", version: 1, name: "snapshot" };
 
 /// What a member publishes about itself once it runs.
@@ -82,6 +87,9 @@ struct State {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     members: BTreeMap<NodeId, MemberAttributes>,
+    /// Writes applied since the last snapshot was taken (or installed):
+    /// what [`SnapshotSchedule`] counts.
+    writes_since_snapshot: u64,
 }
 
 impl fmt::Debug for State {
@@ -90,6 +98,7 @@ impl fmt::Debug for State {
             .field("last_applied", &self.last_applied)
             .field("last_membership", &self.last_membership)
             .field("members", &self.members)
+            .field("writes_since_snapshot", &self.writes_since_snapshot)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +110,7 @@ impl State {
             last_applied: None,
             last_membership: StoredMembership::default(),
             members: BTreeMap::new(),
+            writes_since_snapshot: 0,
         }
     }
 
@@ -115,11 +125,18 @@ impl State {
             last_applied: body.last_applied,
             last_membership: body.last_membership,
             members: body.members,
+            writes_since_snapshot: 0,
         })
     }
 
     fn apply(&mut self, entry: Entry, now: UnixNanos) -> Response {
         self.last_applied = Some(entry.log_id);
+        // etcd counts every applied entry, one write each; an election's
+        // blank entry and a membership change count as one here too.
+        self.writes_since_snapshot += match &entry.payload {
+            EntryPayload::Normal(request) => request.writes(),
+            EntryPayload::Blank | EntryPayload::Membership(_) => 1,
+        };
         match entry.payload {
             EntryPayload::Blank => Response::Done,
             EntryPayload::Normal(request) => self.apply_request(request, now),
@@ -147,8 +164,8 @@ impl State {
         }
     }
 
-    /// The snapshot of this state.
-    fn snapshot(&self) -> Result<StoredSnapshot, BuildError> {
+    /// The snapshot of this state; the count toward the next starts over.
+    fn snapshot(&mut self) -> Result<StoredSnapshot, BuildError> {
         #[derive(Serialize)]
         struct BodyRef<'a> {
             last_applied: &'a Option<LogId>,
@@ -164,6 +181,7 @@ impl State {
             store: &store,
         })
         .map_err(BuildError::Encode)?;
+        self.writes_since_snapshot = 0;
         let snapshot_id = match self.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, now_nanos()),
             None => format!("none-{}", now_nanos()),
@@ -316,9 +334,64 @@ pub struct StateMachine {
     /// When the log acknowledges the leader's appends before their fsync,
     /// entries are applied only once synced (see `durability`).
     durability: Option<Durability>,
+    schedule: Option<SnapshotSchedule>,
+}
+
+/// When to take a snapshot: once `every` writes have been applied since the
+/// last, as etcd's `--snapshot-count` counts them. openraft's own policy
+/// counts log entries, and an entry here is a batch of up to hundreds of
+/// writes, so under load it would snapshot far more often than etcd does;
+/// that policy is off, and [`SnapshotSchedule::run`] asks raft for each
+/// snapshot instead. Every member keeps its own count, as in etcd.
+#[derive(Debug, Clone)]
+pub struct SnapshotSchedule {
+    every: u64,
+    due: Arc<Notify>,
+}
+
+impl SnapshotSchedule {
+    pub fn every(writes: u64) -> SnapshotSchedule {
+        SnapshotSchedule { every: writes.max(1), due: Arc::default() }
+    }
+
+    /// Called after each apply with the writes since the last snapshot.
+    fn counted(&self, writes_since_snapshot: u64) {
+        if writes_since_snapshot >= self.every {
+            self.due.notify_one();
+        }
+    }
+
+    /// Asks `raft` for a snapshot each time one is due, until raft stops.
+    pub async fn run(self, raft: Raft, state: SharedState) {
+        let mut metrics = raft.metrics();
+        loop {
+            self.due.notified().await;
+            if state.lock().writes_since_snapshot < self.every {
+                // A snapshot was taken since this was said.
+                continue;
+            }
+            let taken = metrics.borrow().snapshot;
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+            // One at a time: until that snapshot is built, which starts the
+            // count over, every apply says again that one is due.
+            let built = tokio::time::timeout(SNAPSHOT_BUILD_WAIT, metrics.wait_for(|m| m.snapshot != taken)).await;
+            if let Ok(Err(_)) = built {
+                return;
+            }
+        }
+    }
 }
 
 impl StateMachine {
+    /// Counts writes toward the next snapshot, for `schedule` to ask raft
+    /// for it (see [`SnapshotSchedule`]).
+    pub fn snapshot_on(mut self, schedule: SnapshotSchedule) -> StateMachine {
+        self.schedule = Some(schedule);
+        self
+    }
+
     /// Applies entries only once `durability` says they are on disk.
     pub fn apply_when_synced(mut self, durability: Durability) -> StateMachine {
         self.durability = Some(durability);
@@ -353,6 +426,7 @@ impl StateMachine {
         };
         Ok(StateMachine {
             durability: None,
+            schedule: None,
             dir: dir.to_owned(),
             shared: SharedState::new(state),
             current: Arc::new(tokio::sync::Mutex::new(current)),
@@ -446,12 +520,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|reason| StorageIOError::apply(last.log_id, AnyError::error(reason)))?;
         }
         let now = now_nanos();
-        let (replies, last_applied) = {
+        let (replies, last_applied, writes_since_snapshot) = {
             let mut state = self.shared.lock();
             let replies: Vec<Response> = entries.into_iter().map(|entry| state.apply(entry, now)).collect();
-            (replies, state.last_applied)
+            (replies, state.last_applied, state.writes_since_snapshot)
         };
         self.shared.publish_applied(last_applied);
+        if let Some(schedule) = &self.schedule {
+            schedule.counted(writes_since_snapshot);
+        }
         Ok(replies)
     }
 
@@ -543,6 +620,36 @@ mod tests {
         synced.synced(2);
         sm.apply(entries()).await.unwrap();
         assert_eq!(sm.shared().last_applied(), Some(log_id(1, 1, 2)));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_due_after_as_many_writes_as_the_count_batched_or_not() {
+        use futures::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let schedule = SnapshotSchedule::every(4);
+        let mut sm = StateMachine::open(dir.path()).unwrap().snapshot_on(schedule.clone());
+        let due = || schedule.due.notified().now_or_never().is_some();
+        let batch = |index, keys: &[&str]| {
+            let writes = keys.iter().map(|key| match set(index, key, "v").payload {
+                EntryPayload::Normal(request) => request,
+                _ => unreachable!(),
+            });
+            normal(index, Request::Batch(writes.collect()))
+        };
+
+        // One entry, three writes: not yet.
+        sm.apply(vec![batch(1, &["/a", "/b", "/c"])]).await.unwrap();
+        assert!(!due());
+        // The fourth write makes it due, and each apply after says so again
+        // until a snapshot is taken.
+        sm.apply(vec![set(2, "/d", "v")]).await.unwrap();
+        assert!(due());
+        sm.apply(vec![set(3, "/e", "v")]).await.unwrap();
+        assert!(due());
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(sm.shared().lock().writes_since_snapshot, 0);
+        sm.apply(vec![batch(4, &["/f", "/g"])]).await.unwrap();
+        assert!(!due());
     }
 
     #[tokio::test]

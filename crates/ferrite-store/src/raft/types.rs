@@ -38,6 +38,16 @@ pub enum Request {
     Batch(Vec<Request>),
 }
 
+impl Request {
+    /// How many client writes this is: one, or a batch's.
+    pub fn writes(&self) -> u64 {
+        match self {
+            Request::Batch(requests) => requests.iter().map(Request::writes).sum(),
+            Request::Keys(_) | Request::PublishMember { .. } => 1,
+        }
+    }
+}
+
 /// The result of applying a log entry.
 #[expect(
     clippy::large_enum_variant,
