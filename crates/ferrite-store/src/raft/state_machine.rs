@@ -35,10 +35,10 @@ use super::types::{
 use crate::v2store::{self, Store, UnixNanos};
 
 const SNAPSHOT_FILE: &str = "snapshot";
+const SNAPSHOT_KIND: FileKind = FileKind { magic: *b"FERRSNAP", version: 1, name: "snapshot" };
 /// How long [`SnapshotSchedule::run`] waits for a snapshot it asked for
 /// before it asks again.
 const SNAPSHOT_BUILD_WAIT: Duration = Duration::from_secs(10);
-const SNAPSHOT_KIND: FileKind = FileKind { magic: *b"FERRSNAP", version: 1, name: "snapshot" };
 
 /// What a member publishes about itself once it runs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
