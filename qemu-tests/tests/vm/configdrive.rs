@@ -12,7 +12,9 @@ use crate::{images, parse_report};
 
 /// Sets the hostname, and starts a unit that reports on the console what
 /// a user would check: the hostname and whether anything of the drive is
-/// still mounted (`$$` is systemd's escape for `$`).
+/// still mounted (`$$` is systemd's escape for `$`). Through /dev/console:
+/// a write through /dev/ttyS0 fails when the serial getty hangs that tty
+/// up at the same moment (as ferrite-console-report.service notes).
 const USER_DATA: &str = r#"#cloud-config
 hostname: from-config-drive
 coreos:
@@ -23,7 +25,7 @@ coreos:
         [Service]
         Type=oneshot
         StandardOutput=tty
-        TTYPath=/dev/ttyS0
+        TTYPath=/dev/console
         ExecStart=/bin/sh -c 'echo "configdrive-report: hostname=$$(cat /proc/sys/kernel/hostname) mounted=$$(grep -c ferrite-configdrive /proc/self/mountinfo)"'
 "#;
 
