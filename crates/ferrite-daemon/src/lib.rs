@@ -71,13 +71,37 @@ pub fn error_chain(error: &(dyn Error + 'static)) -> String {
     message
 }
 
-/// Runs `main` on a multi-threaded tokio runtime; see [`exit`].
+/// Runs `main` on a multi-threaded tokio runtime, a worker thread per
+/// core; see [`exit`].
 pub fn run<F, E>(program: &str, main: F) -> ExitCode
 where
     F: Future<Output = Result<(), E>>,
     E: Into<Box<dyn Error + Send + Sync + 'static>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    run_on(program, tokio::runtime::Builder::new_multi_thread(), main)
+}
+
+/// Runs `main` on a tokio runtime of `workers` worker threads (blocking
+/// work still gets threads of its own); see [`exit`]. `TOKIO_WORKER_THREADS`
+/// in the environment overrides the count, as it does tokio's default.
+pub fn run_with_workers<F, E>(program: &str, workers: usize, main: F) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn Error + Send + Sync + 'static>>,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(workers);
+    }
+    run_on(program, builder, main)
+}
+
+fn run_on<F, E>(program: &str, mut builder: tokio::runtime::Builder, main: F) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn Error + Send + Sync + 'static>>,
+{
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("{program}: cannot start the async runtime: {e}");

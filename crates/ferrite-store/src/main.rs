@@ -20,5 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    ferrite_daemon::run("ferrite-store", ferrite_store::server::run(settings, ferrite_daemon::shutdown_signal()))
+    ferrite_daemon::run_with_workers(
+        "ferrite-store",
+        ferrite_store::server::ASYNC_WORKERS,
+        ferrite_store::server::run(settings, ferrite_daemon::shutdown_signal()),
+    )
 }

@@ -223,6 +223,20 @@ fn initial_members(cluster: &[InitialMember], token: &str) -> BTreeMap<NodeId, P
 /// the removal on another member, and be told 404.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// The runtime's worker threads for a member: one. A write's way through
+/// raft is a chain of short steps on different tasks (the request, raft's
+/// core, a replication task and a peer stream per follower, the log's
+/// writer thread, the state machine's worker), each waking the next. With a
+/// worker per core, most of those wakes find the other worker asleep and
+/// cost a context switch to rouse it: a 3-member cluster on a 2-core
+/// machine switched 59 times per write at one connection, and 39 with one
+/// worker each (`perf stat`), and did 1.15-1.4x the writes (BENCHMARKS.md,
+/// "one worker"). Work that blocks has threads of its own (the log's
+/// writer, snapshot encoding, file writes), so one worker never waits on
+/// the disk, and a member leaves the machine's other cores to the
+/// containers it runs beside. `TOKIO_WORKER_THREADS` overrides it.
+pub const ASYNC_WORKERS: usize = 1;
+
 /// Starts a member and serves until `shutdown` resolves.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let started = start(settings, Embed::default()).await?;

@@ -462,13 +462,17 @@ async fn save_snapshot(
         meta: &'a SnapshotMeta,
         data: &'a [u8],
     }
-    let file = postcard::to_stdvec(&SnapshotFileRef { meta: &snapshot.meta, data: &snapshot.data })
-        .map_err(|e| failed(&snapshot.meta, &e))?;
+    // Encoding and writing a large store takes a while: off the runtime's
+    // worker, which goes on with raft meanwhile.
     let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || durable::write_atomic(&dir, SNAPSHOT_FILE, &SNAPSHOT_KIND, &file))
-        .await
-        .map_err(|e| failed(&snapshot.meta, &e))?
-        .map_err(|e| failed(&snapshot.meta, &e))?;
+    let snapshot = tokio::task::spawn_blocking(move || {
+        let file = postcard::to_stdvec(&SnapshotFileRef { meta: &snapshot.meta, data: &snapshot.data })
+            .map_err(|e| failed(&snapshot.meta, &e))?;
+        durable::write_atomic(&dir, SNAPSHOT_FILE, &SNAPSHOT_KIND, &file).map_err(|e| failed(&snapshot.meta, &e))?;
+        Ok::<_, StorageError>(snapshot)
+    })
+    .await
+    .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))??;
     tracing::info!(meta = %snapshot.meta, bytes = snapshot.data.len(), "saved snapshot");
     *current = Some(snapshot);
     Ok(())
@@ -491,8 +495,13 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let snapshot =
-            self.shared.lock().snapshot().map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+        // Encoding holds the state's lock (applies and reads wait), but not
+        // the runtime's worker: raft's heartbeats go on.
+        let shared = self.shared.clone();
+        let snapshot = tokio::task::spawn_blocking(move || shared.lock().snapshot())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
         let built = snapshot.to_snapshot();
         save_snapshot(&self.dir, &self.current, snapshot, true).await?;
         Ok(built)
@@ -546,8 +555,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let state = State::from_snapshot(meta, &data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
+        // Decoding a large store takes a while: off the runtime's worker.
+        let decoding = meta.clone();
+        let (state, data) =
+            tokio::task::spawn_blocking(move || State::from_snapshot(&decoding, &data).map(|state| (state, data)))
+                .await
+                .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?
+                .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
         let stored = StoredSnapshot { meta: meta.clone(), data };
         save_snapshot(&self.dir, &self.current, stored, false).await?;
         let last_applied = state.last_applied;
