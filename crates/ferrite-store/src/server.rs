@@ -230,11 +230,12 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 /// worker per core, most of those wakes find the other worker asleep and
 /// cost a context switch to rouse it: a 3-member cluster on a 2-core
 /// machine switched 59 times per write at one connection, and 39 with one
-/// worker each (`perf stat`), and did 1.15-1.4x the writes (BENCHMARKS.md,
-/// "one worker"). Work that blocks has threads of its own (the log's
-/// writer, snapshot encoding, file writes), so one worker never waits on
-/// the disk, and a member leaves the machine's other cores to the
-/// containers it runs beside. `TOKIO_WORKER_THREADS` overrides it.
+/// worker each (`perf stat`), which took its single-connection writes from
+/// parity with etcd's to 1.40x and 1.11x (BENCHMARKS.md, session 10). Work
+/// that blocks has threads of its own (the log's writer, snapshot encoding,
+/// file writes), so the worker never waits on the disk, and a member leaves
+/// the machine's other cores to the containers it runs beside.
+/// `TOKIO_WORKER_THREADS` overrides it.
 pub const ASYNC_WORKERS: usize = 1;
 
 /// Starts a member and serves until `shutdown` resolves.
