@@ -453,9 +453,6 @@ async fn save_snapshot(
         tracing::debug!(meta = %snapshot.meta, "a newer snapshot is already current; not saving");
         return Ok(());
     }
-    fn failed<E: std::error::Error + 'static>(meta: &SnapshotMeta, e: &E) -> StorageError {
-        StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(e)).into()
-    }
     // Encodes exactly as `SnapshotFile` does, without copying the data.
     #[derive(Serialize)]
     struct SnapshotFileRef<'a> {
@@ -465,14 +462,17 @@ async fn save_snapshot(
     // Encoding and writing a large store takes a while: off the runtime's
     // worker, which goes on with raft meanwhile.
     let dir = dir.to_owned();
-    let snapshot = tokio::task::spawn_blocking(move || {
-        let file = postcard::to_stdvec(&SnapshotFileRef { meta: &snapshot.meta, data: &snapshot.data })
-            .map_err(|e| failed(&snapshot.meta, &e))?;
-        durable::write_atomic(&dir, SNAPSHOT_FILE, &SNAPSHOT_KIND, &file).map_err(|e| failed(&snapshot.meta, &e))?;
-        Ok::<_, StorageError>(snapshot)
+    let (snapshot, written) = tokio::task::spawn_blocking(move || {
+        let written = postcard::to_stdvec(&SnapshotFileRef { meta: &snapshot.meta, data: &snapshot.data })
+            .map_err(|e| AnyError::new(&e))
+            .and_then(|file| {
+                durable::write_atomic(&dir, SNAPSHOT_FILE, &SNAPSHOT_KIND, &file).map_err(|e| AnyError::new(&e))
+            });
+        (snapshot, written)
     })
     .await
-    .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))??;
+    .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+    written.map_err(|e| StorageIOError::write_snapshot(Some(snapshot.meta.signature()), e))?;
     tracing::info!(meta = %snapshot.meta, bytes = snapshot.data.len(), "saved snapshot");
     *current = Some(snapshot);
     Ok(())
