@@ -242,9 +242,13 @@ pub struct Network {
 }
 
 impl Network {
-    /// Creates a network named `ferrite-<label>-<pid>`.
+    /// Creates a network named `ferrite-<label>-<pid>-<n>`: the tests of one
+    /// process run side by side, and Docker lets two networks share a name
+    /// (then neither can be used or removed by it).
     pub fn create(label: &str) -> Result<Network> {
-        let name = format!("ferrite-{label}-{}", std::process::id());
+        static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ferrite-{label}-{}-{n}", std::process::id());
         let _ = Command::new("docker").args(["network", "rm", &name]).output();
         // Internal: the machines reach each other and nothing beyond.
         run(Command::new("docker").args(["network", "create", "--internal", "--driver", "bridge", &name]))?;
