@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -246,8 +247,8 @@ impl Network {
     /// process run side by side, and Docker lets two networks share a name
     /// (then neither can be used or removed by it).
     pub fn create(label: &str) -> Result<Network> {
-        static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        static CREATED: AtomicUsize = AtomicUsize::new(0);
+        let n = CREATED.fetch_add(1, Ordering::Relaxed);
         let name = format!("ferrite-{label}-{}-{n}", std::process::id());
         let _ = Command::new("docker").args(["network", "rm", &name]).output();
         // Internal: the machines reach each other and nothing beyond.
