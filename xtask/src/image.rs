@@ -1,6 +1,7 @@
 //! The image tasks: build the disk image, boot it, run the VM tier.
 
 use std::path::Path;
+use std::process::Command;
 
 use anyhow::{Context, Result};
 
@@ -99,9 +100,10 @@ pub fn bench(root: &Path, cold: bool, boots_wanted: usize, write: bool) -> Resul
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
     let mut table = String::new();
     table.push_str(&format!(
-        "Command: `cargo xtask bench image{} --boots {boots_wanted}` (2-core machine, TCG; the boot figures are \
-         the boot with the median time to multi-user.target).\n\n",
-        if cold { " --cold" } else { "" }
+        "Command: `cargo xtask bench image{} --boots {boots_wanted}` (2-core machine, TCG, {}; the boot figures \
+         are the boot with the median time to multi-user.target).\n\n",
+        if cold { " --cold" } else { "" },
+        qemu_version()?
     ));
     table.push_str("| figure | value |\n|---|---|\n");
     table.push_str(&format!(
@@ -190,9 +192,16 @@ impl Boot {
     }
 }
 
+/// QEMU's version line, for the record: the boot under TCG is bound by the
+/// emulator's speed as much as by the image.
+fn qemu_version() -> Result<String> {
+    let out = Command::new("qemu-system-x86_64").arg("--version").output().context("cannot run qemu-system-x86_64")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().unwrap_or("QEMU, version unknown").trim().to_owned())
+}
+
 fn boot_once(root: &Path) -> Result<Boot> {
-    let out =
-        std::process::Command::new(root.join("target/release/ferrite-vm")).arg("--check").current_dir(root).output()?;
+    let out = Command::new(root.join("target/release/ferrite-vm")).arg("--check").current_dir(root).output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         anyhow::bail!("ferrite-vm --check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
