@@ -300,8 +300,8 @@ const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/ferrite-bookworm-backpor
 /// bookworm-backports (adding it to apt's sources if no source names it);
 /// a no-op when all are present.
 pub fn install_packages(packages: &[&str]) -> Result<()> {
-    let (missing, backported): (Vec<&str>, Vec<&str>) =
-        packages.iter().copied().filter(|p| !installed(p)).partition(|p| !BACKPORTS.iter().any(|(b, _)| b == p));
+    let (backported, missing): (Vec<&str>, Vec<&str>) =
+        packages.iter().copied().filter(|p| !installed(p)).partition(|p| backport_floor(p).is_some());
     if missing.is_empty() && backported.is_empty() {
         return Ok(());
     }
@@ -315,18 +315,25 @@ pub fn install_packages(packages: &[&str]) -> Result<()> {
     apt_install(&backported, Some(BACKPORTS_SUITE))
 }
 
+/// The oldest version of `package` that will do, if it comes from backports.
+fn backport_floor(package: &str) -> Option<&'static str> {
+    BACKPORTS.iter().find(|(name, _)| *name == package).map(|(_, oldest)| *oldest)
+}
+
 /// Whether `package` is installed, at a version [`BACKPORTS`] accepts.
 fn installed(package: &str) -> bool {
     let out = Command::new("dpkg-query").args(["-W", "-f=${Status} ${Version}", package]).output();
     let Ok(out) = out else { return false };
     let status = String::from_utf8_lossy(&out.stdout).to_string();
     let Some(version) = status.strip_prefix("install ok installed ") else { return false };
-    match BACKPORTS.iter().find(|(b, _)| *b == package) {
-        None => true,
-        Some((_, oldest)) => {
-            Command::new("dpkg").args(["--compare-versions", version, "ge", oldest]).status().is_ok_and(|s| s.success())
-        }
-    }
+    backport_floor(package).is_none_or(|oldest| {
+        Command::new("dpkg").args(["--compare-versions", version, "ge", oldest]).status().is_ok_and(|s| s.success())
+    })
+}
+
+/// Whether an apt source file names `suite` on a line that is not a comment.
+fn names_suite(source: &str, suite: &str) -> bool {
+    source.lines().any(|line| !line.trim_start().starts_with('#') && line.split_whitespace().any(|word| word == suite))
 }
 
 fn add_backports_source() -> Result<()> {
@@ -334,7 +341,7 @@ fn add_backports_source() -> Result<()> {
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         sources.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()));
     }
-    let named = sources.iter().any(|p| std::fs::read_to_string(p).is_ok_and(|s| s.contains(BACKPORTS_SUITE)));
+    let named = sources.iter().any(|p| std::fs::read_to_string(p).is_ok_and(|s| names_suite(&s, BACKPORTS_SUITE)));
     if named {
         return Ok(());
     }
@@ -363,4 +370,27 @@ fn apt_install(packages: &[&str], suite: Option<&str>) -> Result<()> {
         bail!("apt-get {} failed: {status}", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_names_the_suite_only_on_a_line_that_is_not_a_comment() {
+        let one_line = "deb http://deb.debian.org/debian bookworm-backports main\n";
+        assert!(names_suite(one_line, "bookworm-backports"));
+        let deb822 = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-backports\n";
+        assert!(names_suite(deb822, "bookworm-backports"));
+        let commented = "# deb http://deb.debian.org/debian bookworm-backports main\n";
+        assert!(!names_suite(commented, "bookworm-backports"));
+        let other = "deb http://deb.debian.org/debian bookworm-backports-sloppy main\n";
+        assert!(!names_suite(other, "bookworm-backports"));
+    }
+
+    #[test]
+    fn only_listed_packages_come_from_backports() {
+        assert_eq!(backport_floor("qemu-system-x86"), Some("1:10.0"));
+        assert_eq!(backport_floor("ovmf"), None);
+    }
 }
