@@ -324,7 +324,7 @@ fn backport_floor(package: &str) -> Option<&'static str> {
 fn installed(package: &str) -> bool {
     let out = Command::new("dpkg-query").args(["-W", "-f=${Status} ${Version}", package]).output();
     let Ok(out) = out else { return false };
-    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = String::from_utf8_lossy(&out.stdout);
     let Some(version) = status.strip_prefix("install ok installed ") else { return false };
     backport_floor(package).is_none_or(|oldest| {
         Command::new("dpkg").args(["--compare-versions", version, "ge", oldest]).status().is_ok_and(|s| s.success())

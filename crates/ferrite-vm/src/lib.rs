@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 /// store is for Secure Boot's key databases, which these VMs do not use.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+/// The emulator (QEMU 10 from bookworm-backports; see xtask's host setup).
+const QEMU: &str = "qemu-system-x86_64";
 /// The fw_cfg name a cloud-config is passed under (what ferrite-cloudinit's
 /// fw_cfg datasource reads from /sys/firmware/qemu_fw_cfg/by_name/).
 pub const FW_CFG_USER_DATA: &str = "opt/org.ferrite/user-data";
@@ -269,7 +271,7 @@ impl Vm {
         let args = qemu_args(cfg, &paths, ssh_port);
         fs::write(d.join("qemu.args"), args.join("\n")).map_err(io(&d))?;
         let stderr = fs::File::create(d.join("qemu.stderr")).map_err(io(&d))?;
-        let mut qemu = Command::new("qemu-system-x86_64");
+        let mut qemu = Command::new(QEMU);
         qemu.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
         let parent = rustix::process::getpid();
         // SAFETY: the closure runs in the child between fork and exec and
@@ -279,7 +281,7 @@ impl Vm {
         unsafe {
             qemu.pre_exec(move || die_with_parent(parent));
         }
-        let child = qemu.spawn().map_err(|source| Error::Spawn { program: "qemu-system-x86_64".into(), source })?;
+        let child = qemu.spawn().map_err(|source| Error::Spawn { program: QEMU.into(), source })?;
         tracing::info!(name = %cfg.name, dir = %d.display(), pid = child.id(), ssh_port, accel = ?cfg.accel, "VM started");
         Ok(Vm { name: cfg.name.clone(), child, dir: Some(dir), console, ssh_port, ssh_key, started: Instant::now() })
     }
