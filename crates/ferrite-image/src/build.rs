@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::derive::{self, hex, sha256, unhex};
 use crate::entry::{self, Slot};
 use crate::gpt::{Entry, Guid, Table, SECTOR};
+use crate::kmod;
 use crate::layout::{Layout, Role, Sizes};
 use crate::manifest::{self, Manifest};
 use crate::tools::{io, output, visible};
@@ -78,6 +79,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
     let stage = work.join("stage");
     stage_tree(opts, &tree, &stage)?;
     let (kver, kernel, initrd) = find_kernel(&stage)?;
+    mask_idle_modprobes(&stage, &kver)?;
     done(t, "stage");
 
     let t = step(3, "USR-A: squashfs of /usr");
@@ -361,7 +363,13 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 ///   kernel, so mkosi.postinst writes that list into /usr once
 ///   (`tmpfiles.d/ferrite-static-nodes.conf`), and systemd-tmpfiles makes
 ///   the nodes from it as before.
-const MASKED: [&str; 2] = ["systemd-repart.service", "kmod-static-nodes.service"];
+/// - dracut-shutdown.service: dracut links it into sysinit.target from
+///   /usr, so the preset cannot turn it off. At shutdown it unpacks the
+///   initramfs into /run for systemd to return to; Ferrite's shutdown
+///   needs no initramfs (systemd remounts ROOT read-only, its journal
+///   flushed, and powers off with /usr, read-only and verified, still in
+///   use), and at boot it cost one more process at the busiest moment.
+const MASKED: [&str; 3] = ["systemd-repart.service", "kmod-static-nodes.service", "dracut-shutdown.service"];
 
 /// ROOT as built: everything of the stage except /usr (machine state and
 /// administrator config), the usr-merge symlinks, mount points and an
@@ -402,16 +410,15 @@ fn root_tree(stage: &Path, rootfs: &Path, epoch: u64) -> Result<()> {
         let stamp = format!("TIMESTAMP_NSEC={}\n", u128::from(epoch) * 1_000_000_000);
         write(&rootfs.join(dir).join(".updated"), &stamp, STEP)?;
     }
-    // No line for / or /usr: the kernel command line mounts both (root=,
-    // mount.usr=), and the initramfs checks ROOT before mounting it. A
-    // line for / would only make systemd-remount-fs remount it with the
-    // options it already has, one more process on every boot.
-    write(
-        &rootfs.join("etc/fstab"),
-        "# Filesystems to mount at boot. ROOT (/) and /usr come from the kernel command line\n\
-         # (root=, mount.usr=) and need no line here.\n",
-        STEP,
-    )?;
+    // No /etc/fstab (debootstrap leaves a placeholder): the kernel command
+    // line mounts / and /usr (root=, mount.usr=), and the initramfs checks
+    // ROOT before mounting it. Without the file, systemd-remount-fs.service
+    // is skipped (os-config gives it `ConditionPathExists=/etc/fstab`);
+    // with one, even one without a line, it ran on every boot, on the
+    // critical chain (the /dev tmpfiles, udevd and networkd are ordered
+    // after it), for nothing. An administrator who writes an fstab gets it
+    // mounted and remounted as usual.
+    remove(&rootfs.join("etc/fstab"), STEP)?;
     Ok(())
 }
 
@@ -427,6 +434,37 @@ fn find_kernel(stage: &Path) -> Result<(String, PathBuf, PathBuf)> {
     let kver = versions.pop().ok_or_else(|| Error::NoKernel { tree: stage.to_path_buf() })?;
     let dir = modules.join(&kver);
     Ok((kver, dir.join("vmlinuz"), dir.join("initrd")))
+}
+
+/// Masks the `modprobe@NAME.service` instances the image's units pull in
+/// that have nothing to load with its one kernel (the module is built in,
+/// or not shipped): each was a process forked early in every boot, ahead
+/// of the critical chain's first unit, to do nothing ([`kmod`]).
+fn mask_idle_modprobes(stage: &Path, kver: &str) -> Result<()> {
+    const STEP: &str = "stage";
+    let units = stage.join("usr/lib/systemd/system");
+    let mut texts = Vec::new();
+    for entry in fs::read_dir(&units).map_err(io(STEP, &units))?.flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            texts.push(fs::read_to_string(&path).map_err(io(STEP, &path))?);
+        }
+    }
+    let instances = kmod::modprobe_instances(texts.iter().map(String::as_str));
+    let modules = stage.join("usr/lib/modules").join(kver);
+    let index = |name: &str| {
+        let path = modules.join(name);
+        fs::read_to_string(&path).map_err(io(STEP, &path))
+    };
+    let idle =
+        kmod::idle_instances(&instances, &index("modules.builtin")?, &index("modules.dep")?, &index("modules.alias")?);
+    tracing::info!(modules = ?idle, "modprobe@ instances with nothing to load: masked");
+    if idle.is_empty() {
+        return Ok(());
+    }
+    let units: Vec<String> = idle.iter().map(|name| format!("modprobe@{name}.service")).collect();
+    output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg("mask").args(&units))?;
+    Ok(())
 }
 
 enum Source {
@@ -649,7 +687,7 @@ impl Pxe<'_> {
     /// The PXE initramfs: three cpio archives the kernel unpacks in turn:
     /// `ferrite/usr.img`, a GPT image of USR-A and USR-A-VERITY with the
     /// disk's partition UUIDs, stored as it is (squashfs is compressed
-    /// already); `ferrite/root/`, ROOT's tree without its fstab, compressed
+    /// already); `ferrite/root/`, ROOT's tree, compressed
     /// with zstd; and the boot initramfs, last, because its lz4 stream
     /// (the legacy format the kernel reads) has no end mark after which the
     /// kernel could find another archive. The initramfs's ferrite-pxe
@@ -679,14 +717,9 @@ impl Pxe<'_> {
         )?;
         let root = root_dir.join("ferrite/root");
         output(STEP, Command::new("cp").arg("-a").arg("--reflink=auto").arg(self.rootfs).arg(&root))?;
-        // /usr is mounted from the image; the root is a tmpfs, named on the
-        // command line, so fstab has nothing to mount.
+        // /usr is mounted from the image and the root is a tmpfs named on
+        // the command line: like ROOT's tree, this one has no fstab.
         fs::remove_dir(root.join("usr")).map_err(io(STEP, &root))?;
-        write(
-            &root.join("etc/fstab"),
-            "# PXE boot: / is a tmpfs (root=tmpfs), /usr comes from the initramfs.\n",
-            STEP,
-        )?;
         let usr_cpio = cpio(&usr_dir, &work.join("pxe-usr.cpio"), epoch)?;
         let root_cpio = cpio(&root_dir, &work.join("pxe-root.cpio"), epoch)?;
         let root_zst = work.join("pxe-root.cpio.zst");

@@ -14,6 +14,7 @@ mod build;
 pub mod derive;
 pub mod entry;
 pub mod gpt;
+pub mod kmod;
 pub mod layout;
 pub mod manifest;
 mod tools;
