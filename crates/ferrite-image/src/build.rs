@@ -372,8 +372,8 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 const MASKED: [&str; 3] = ["systemd-repart.service", "kmod-static-nodes.service", "dracut-shutdown.service"];
 
 /// ROOT as built: everything of the stage except /usr (machine state and
-/// administrator config), the usr-merge symlinks, mount points and an
-/// fstab for the administrator's own mounts.
+/// administrator config), the usr-merge symlinks and mount points; no
+/// fstab until an administrator writes one.
 fn root_tree(stage: &Path, rootfs: &Path, epoch: u64) -> Result<()> {
     const STEP: &str = "ROOT";
     if rootfs.exists() {
