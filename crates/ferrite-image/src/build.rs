@@ -79,7 +79,7 @@ pub fn build(opts: &BuildOptions) -> Result<Outputs> {
     let stage = work.join("stage");
     stage_tree(opts, &tree, &stage)?;
     let (kver, kernel, initrd) = find_kernel(&stage)?;
-    mask_idle_modprobes(&stage, &kver)?;
+    mask_units(&stage, &kver)?;
     done(t, "stage");
 
     let t = step(3, "USR-A: squashfs of /usr");
@@ -322,10 +322,6 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
         }
     }
 
-    // Upstream units Ferrite replaces, which a link in /usr pulls in where
-    // no preset can disable them.
-    output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg("mask").args(MASKED))?;
-
     // Where the OEM partition is mounted (usr-share-oem.mount).
     fs::create_dir_all(stage.join("usr/share/oem")).map_err(io(STEP, stage))?;
 
@@ -436,11 +432,13 @@ fn find_kernel(stage: &Path) -> Result<(String, PathBuf, PathBuf)> {
     Ok((kver, dir.join("vmlinuz"), dir.join("initrd")))
 }
 
-/// Masks the `modprobe@NAME.service` instances the image's units pull in
-/// that have nothing to load with its one kernel (the module is built in,
-/// or not shipped): each was a process forked early in every boot, ahead
-/// of the critical chain's first unit, to do nothing ([`kmod`]).
-fn mask_idle_modprobes(stage: &Path, kver: &str) -> Result<()> {
+/// Masks, in one `systemctl --root mask`, the upstream units Ferrite
+/// replaces that a link in /usr pulls in where no preset can disable them
+/// ([`MASKED`]), and the `modprobe@NAME.service` instances the image's
+/// units pull in that have nothing to load with its one kernel (the module
+/// is built in, or not shipped): each was a process forked early in every
+/// boot, ahead of the critical chain's first unit, to do nothing ([`kmod`]).
+fn mask_units(stage: &Path, kver: &str) -> Result<()> {
     const STEP: &str = "stage";
     let units = stage.join("usr/lib/systemd/system");
     let mut texts = Vec::new();
@@ -459,11 +457,15 @@ fn mask_idle_modprobes(stage: &Path, kver: &str) -> Result<()> {
     let idle =
         kmod::idle_instances(&instances, &index("modules.builtin")?, &index("modules.dep")?, &index("modules.alias")?);
     tracing::info!(modules = ?idle, "modprobe@ instances with nothing to load: masked");
-    if idle.is_empty() {
-        return Ok(());
-    }
-    let units: Vec<String> = idle.iter().map(|name| format!("modprobe@{name}.service")).collect();
-    output(STEP, Command::new("systemctl").arg(format!("--root={}", stage.display())).arg("mask").args(&units))?;
+    let masked =
+        MASKED.iter().map(|unit| unit.to_string()).chain(idle.iter().map(|name| format!("modprobe@{name}.service")));
+    output(
+        STEP,
+        Command::new("systemctl")
+            .arg(format!("--root={}", stage.display()))
+            .arg("mask")
+            .args(masked.collect::<Vec<_>>()),
+    )?;
     Ok(())
 }
 
