@@ -89,7 +89,7 @@ pub fn bench(root: &Path, cold: bool, boots_wanted: usize, write: bool) -> Resul
     let mut boots = Vec::new();
     for n in 1..=boots_wanted {
         step(&format!("booting the image under TCG ({n} of {boots_wanted})"));
-        boots.push(boot_once(root)?);
+        boots.push(boot_once(root, Path::new(IMAGE))?);
     }
     // The boot with the median time to multi-user.target stands for the
     // run; unmeasured boots sort last.
@@ -200,8 +200,81 @@ fn qemu_version() -> Result<String> {
     Ok(text.lines().next().unwrap_or("QEMU, version unknown").trim().to_owned())
 }
 
-fn boot_once(root: &Path) -> Result<Boot> {
-    let out = Command::new(root.join("target/release/ferrite-vm")).arg("--check").current_dir(root).output()?;
+/// The image `cargo xtask image` builds, relative to the workspace.
+const IMAGE: &str = "target/ferrite-image/images/ferrite.qcow2";
+
+/// `cargo xtask bench image-ab`: boots `baseline` and `candidate` in turn,
+/// `pairs` times, and prints each pair's QEMU start to multi-user.target
+/// and their difference. Under TCG on a shared machine single boots of one
+/// image spread over seconds, and the machine's speed drifts within a run;
+/// the two boots of a pair see about the same machine, and alternating
+/// which boots first keeps a drift from favouring either image.
+pub fn bench_pairs(root: &Path, baseline: &Path, candidate: &Path, pairs: usize) -> Result<()> {
+    let images = [("baseline", root.join(baseline)), ("candidate", root.join(candidate))];
+    for (name, image) in &images {
+        anyhow::ensure!(image.is_file(), "the {name} image {} does not exist", image.display());
+    }
+    install_packages(IMAGE_PACKAGES)?;
+    run(root, "cargo", &["build", "--release", "-p", "ferrite-vm"])?;
+    let mut rows = Vec::new();
+    for n in 1..=pairs {
+        let mut pair = [None, None];
+        for i in if n % 2 == 1 { [0, 1] } else { [1, 0] } {
+            step(&format!("pair {n} of {pairs}: booting the {} under TCG", images[i].0));
+            pair[i] = boot_once(root, &images[i].1)?.to_multi_user();
+        }
+        rows.push(pair);
+    }
+    let secs = |t: Option<f64>| t.map_or("not measured".to_owned(), |t| format!("{t:.1} s"));
+    println!(
+        "\nCommand: `cargo xtask bench image-ab --baseline {} --candidate {} --pairs {pairs}` ({}). \
+         QEMU start to multi-user.target:\n",
+        baseline.display(),
+        candidate.display(),
+        qemu_version()?
+    );
+    println!("| pair | baseline | candidate | candidate - baseline |\n|---|---:|---:|---:|");
+    for (n, [b, c]) in rows.iter().enumerate() {
+        let diff = b.zip(*c).map_or("-".to_owned(), |(b, c)| format!("{:+.1} s", c - b));
+        println!("| {} | {} | {} | {diff} |", n + 1, secs(*b), secs(*c));
+    }
+    let summary = paired_summary(&rows);
+    println!(
+        "\nThe candidate was faster in {} of {} measured pairs; median difference {}.",
+        summary.faster,
+        summary.measured,
+        summary.median.map_or("none".to_owned(), |d| format!("{d:+.2} s"))
+    );
+    Ok(())
+}
+
+/// What a run of paired boots says: in how many pairs the candidate was
+/// faster, and the median of candidate minus baseline.
+#[derive(Debug, PartialEq)]
+struct PairedSummary {
+    measured: usize,
+    faster: usize,
+    median: Option<f64>,
+}
+
+fn paired_summary(rows: &[[Option<f64>; 2]]) -> PairedSummary {
+    let mut diffs: Vec<f64> = rows.iter().filter_map(|[b, c]| Some((*c)? - (*b)?)).collect();
+    diffs.sort_by(f64::total_cmp);
+    let median = match diffs.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(diffs[n / 2]),
+        n => Some((diffs[n / 2 - 1] + diffs[n / 2]) / 2.0),
+    };
+    PairedSummary { measured: diffs.len(), faster: diffs.iter().filter(|d| **d < 0.0).count(), median }
+}
+
+fn boot_once(root: &Path, image: &Path) -> Result<Boot> {
+    let out = Command::new(root.join("target/release/ferrite-vm"))
+        .arg("--check")
+        .arg("--image")
+        .arg(image)
+        .current_dir(root)
+        .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         anyhow::bail!("ferrite-vm --check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -274,5 +347,15 @@ mod tests {
         assert_eq!(phase(line, "(kernel)"), Some(4.436));
         assert_eq!(phase(line, "(initrd)"), Some(9.646));
         assert_eq!(phase(line, "(firmware)"), None);
+    }
+
+    #[test]
+    fn paired_boots_summarise_by_their_differences() {
+        let rows = [[Some(30.0), Some(29.0)], [Some(28.0), Some(29.5)], [None, Some(20.0)], [Some(31.0), Some(29.0)]];
+        // Differences -1.0, +1.5, -2.0; the pair without a baseline figure is left out.
+        assert_eq!(paired_summary(&rows), PairedSummary { measured: 3, faster: 2, median: Some(-1.0) });
+        let even = [[Some(30.0), Some(29.0)], [Some(30.0), Some(32.0)]];
+        assert_eq!(paired_summary(&even).median, Some(0.5));
+        assert_eq!(paired_summary(&[[None, None]]), PairedSummary { measured: 0, faster: 0, median: None });
     }
 }

@@ -129,6 +129,22 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
+    /// Two disk images booted in turn under TCG, to tell whether a change
+    /// to the image shortens its boot on a machine whose speed drifts:
+    /// QEMU start to multi-user.target of each, pair by pair. Builds
+    /// nothing; copy the image away before rebuilding it with the change.
+    ImageAb {
+        /// The image without the change (a relative path is taken from the
+        /// workspace's root).
+        #[arg(long)]
+        baseline: PathBuf,
+        /// The image with the change.
+        #[arg(long, default_value = "target/ferrite-image/images/ferrite.qcow2")]
+        candidate: PathBuf,
+        /// Pairs of boots; which image boots first alternates.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+    },
 }
 
 /// Debian packages the test tiers use: etcd 3.4 and etcdctl as the
@@ -229,6 +245,9 @@ fn main() -> Result<()> {
             bench_ambassador::ambassador(&root, requests, rounds.max(1), write)
         }
         Task::Bench { what: Bench::Image { cold, boots, write } } => image::bench(&root, cold, boots.max(1), write),
+        Task::Bench { what: Bench::ImageAb { baseline, candidate, pairs } } => {
+            image::bench_pairs(&root, &baseline, &candidate, pairs.max(1))
+        }
     }
 }
 

@@ -47,4 +47,10 @@ install() {
     # shell (see mkosi.postinst); its generator goes.
     mkdir -p "$initdir/etc/systemd/system-generators"
     ln -sf /dev/null "$initdir/etc/systemd/system-generators/dracut-rootfs-generator"
+    # In the initramfs systemd's GPT generator only looks for a root
+    # partition, and only when root= is absent or "gpt-auto". Every Ferrite
+    # command line names its root (root=PARTUUID=..., root=tmpfs for PXE),
+    # so it would be one more process that PID 1 waits for and that does
+    # nothing. The real root keeps it: it mounts the ESP on /efi.
+    ln -sf /dev/null "$initdir/etc/systemd/system-generators/systemd-gpt-auto-generator"
 }
