@@ -358,7 +358,8 @@ fn stage_tree(opts: &BuildOptions, tree: &Path, stage: &Path) -> Result<()> {
 ///   write the list of static device nodes to /run. The image has one
 ///   kernel, so mkosi.postinst writes that list into /usr once
 ///   (`tmpfiles.d/ferrite-static-nodes.conf`), and systemd-tmpfiles makes
-///   the nodes from it as before.
+///   the nodes from it as before. The initramfs carries the same list and
+///   masks the service too (dracut module `ferrite-devices`).
 /// - dracut-shutdown.service: dracut links it into sysinit.target from
 ///   /usr, so the preset cannot turn it off. At shutdown it unpacks the
 ///   initramfs into /run for systemd to return to; Ferrite's shutdown
