@@ -201,7 +201,7 @@ fn qemu_version() -> Result<String> {
 }
 
 /// The image `cargo xtask image` builds, relative to the workspace.
-const IMAGE: &str = "target/ferrite-image/images/ferrite.qcow2";
+pub const IMAGE: &str = "target/ferrite-image/images/ferrite.qcow2";
 
 /// `cargo xtask bench image-ab`: boots `baseline` and `candidate` in turn,
 /// `pairs` times, and prints each pair's QEMU start to multi-user.target

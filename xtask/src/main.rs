@@ -139,7 +139,7 @@ enum Bench {
         #[arg(long)]
         baseline: PathBuf,
         /// The image with the change.
-        #[arg(long, default_value = "target/ferrite-image/images/ferrite.qcow2")]
+        #[arg(long, default_value = image::IMAGE)]
         candidate: PathBuf,
         /// Pairs of boots; which image boots first alternates.
         #[arg(long, default_value_t = 5)]
