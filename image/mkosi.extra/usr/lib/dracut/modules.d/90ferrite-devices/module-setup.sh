@@ -26,11 +26,11 @@ install() {
     # /dev/mapper/control (a static node: see below), and
     # Ferrite uses no mirror. Without a hook the service is skipped.
     rm -f "$initdir/usr/lib/dracut/hooks/pre-udev/30-dm-pre-udev.sh"
-    # That static node, and the others (/dev/loop-control, which loads
-    # loop for the PXE boot's /usr), come from the list mkosi.postinst made
-    # for the image's kernel, as in the real root. kmod-static-nodes.service
-    # would make the same list on every boot, first on the initramfs's
-    # chain: systemd-tmpfiles-setup-dev.service, then udevd, wait for it.
+    # That static node and the others (loop-control, fuse, ...) come from
+    # the list mkosi.postinst made for the image's kernel, as in the real
+    # root. kmod-static-nodes.service would make a list on every boot,
+    # first on the initramfs's chain: systemd-tmpfiles-setup-dev.service,
+    # then udevd, wait for it.
     inst_simple /usr/lib/tmpfiles.d/ferrite-static-nodes.conf
     mkdir -p "$initdir/etc/systemd/system"
     ln -sf /dev/null "$initdir/etc/systemd/system/kmod-static-nodes.service"
