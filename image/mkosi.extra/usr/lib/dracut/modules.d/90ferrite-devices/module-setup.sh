@@ -22,9 +22,9 @@ install() {
     # dracut's dm module loads dm_mod and dm_mirror from a pre-udev hook,
     # which makes dracut-pre-udev.service (a shell and dracut's library,
     # about 5 s under emulation) run before udevd may start. Nothing needs
-    # it: dm_mod loads when systemd-veritysetup first opens
-    # /dev/mapper/control (a static node: see below), and
-    # Ferrite uses no mirror. Without a hook the service is skipped.
+    # it: dm_mod loads with dm_verity from modules-load.d (below), or else
+    # on the first open of /dev/mapper/control, and Ferrite uses no mirror.
+    # Without a hook the service is skipped.
     rm -f "$initdir/usr/lib/dracut/hooks/pre-udev/30-dm-pre-udev.sh"
     # That static node and the others (loop-control, fuse, ...) come from
     # the list mkosi.postinst made for the image's kernel, as in the real
