@@ -1,6 +1,6 @@
 //! The image tasks: build the disk image, boot it, run the VM tier.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
@@ -89,7 +89,7 @@ pub fn bench(root: &Path, cold: bool, boots_wanted: usize, write: bool) -> Resul
     let mut boots = Vec::new();
     for n in 1..=boots_wanted {
         step(&format!("booting the image under TCG ({n} of {boots_wanted})"));
-        boots.push(boot_once(root, Path::new(IMAGE))?);
+        boots.push(boot_once(root, Path::new(IMAGE), None)?);
     }
     // The boot with the median time to multi-user.target stands for the
     // run; unmeasured boots sort last.
@@ -129,6 +129,10 @@ pub fn bench(root: &Path, cold: bool, boots_wanted: usize, write: bool) -> Resul
     }
     table.push_str(&format!("| QEMU start to multi-user.target | {} |\n", median.breakdown()));
     table.push_str(&format!("| QEMU start to multi-user.target, each boot | {} |\n", each.join(", ")));
+    table.push_str(&format!(
+        "| QEMU's CPU time by multi-user.target (the median boot) | {} |\n",
+        median.qemu_cpu.map_or("not measured".to_owned(), |t| format!("{t:.1} s"))
+    ));
     table.push_str(&format!("| boot, systemd-analyze in the guest (every start job done) | {} |\n", median.finished));
     table.push_str(&format!("| QEMU start to the guest's boot report | {} |\n", median.report));
     table.push_str(&format!("| slowest units (systemd-analyze blame) | {} |\n", median.slowest.replace(',', ", ")));
@@ -162,6 +166,11 @@ struct Boot {
     multi_user: Option<f64>,
     /// QEMU start to the guest's boot report.
     report: String,
+    /// The CPU time QEMU had used when the console showed
+    /// multi-user.target.
+    qemu_cpu: Option<f64>,
+    /// What `ferrite-vm --check` printed.
+    output: String,
     slowest: String,
     chain: String,
 }
@@ -203,48 +212,84 @@ fn qemu_version() -> Result<String> {
 /// The image `cargo xtask image` builds, relative to the workspace.
 pub const IMAGE: &str = "target/ferrite-image/images/ferrite.qcow2";
 
+/// One side of `cargo xtask bench image-ab`: an image, and the CPU model
+/// QEMU emulates for it (`None`: ferrite-vm's default).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arm {
+    pub image: PathBuf,
+    pub cpu: Option<String>,
+}
+
+impl Arm {
+    /// The arm as the command's options (`--baseline X --baseline-cpu Y`).
+    fn options(&self, side: &str) -> String {
+        let cpu = self.cpu.as_ref().map_or(String::new(), |c| format!(" --{side}-cpu {c}"));
+        format!("--{side} {}{cpu}", self.image.display())
+    }
+}
+
 /// `cargo xtask bench image-ab`: boots `baseline` and `candidate` in turn,
 /// `pairs` times, and prints each pair's QEMU start to multi-user.target
 /// and their difference. Under TCG on a shared machine single boots of one
 /// image spread over seconds, and the machine's speed drifts within a run;
 /// the two boots of a pair see about the same machine, and alternating
-/// which boots first keeps a drift from favouring either image.
-pub fn bench_pairs(root: &Path, baseline: &Path, candidate: &Path, pairs: usize) -> Result<()> {
-    let images = [("baseline", root.join(baseline)), ("candidate", root.join(candidate))];
-    for (name, image) in &images {
+/// which boots first keeps a drift from favouring either side.
+pub fn bench_pairs(root: &Path, baseline: &Arm, candidate: &Arm, pairs: usize) -> Result<()> {
+    anyhow::ensure!(
+        baseline != candidate,
+        "the baseline and the candidate are the same ({}): give a different image or CPU model for one of them",
+        baseline.options("baseline")
+    );
+    let arms = [("baseline", baseline), ("candidate", candidate)];
+    for (name, arm) in arms {
+        let image = root.join(&arm.image);
         anyhow::ensure!(image.is_file(), "the {name} image {} does not exist", image.display());
     }
     install_packages(IMAGE_PACKAGES)?;
     run(root, "cargo", &["build", "--release", "-p", "ferrite-vm"])?;
-    let mut rows = Vec::new();
+    // Per pair, [baseline, candidate]: QEMU start to multi-user.target,
+    // and QEMU's CPU time by then.
+    let (mut times, mut cpu) = (Vec::new(), Vec::new());
     for n in 1..=pairs {
-        let mut pair = [None, None];
+        let (mut time, mut used) = ([None, None], [None, None]);
         for i in if n % 2 == 1 { [0, 1] } else { [1, 0] } {
-            step(&format!("pair {n} of {pairs}: booting the {} under TCG", images[i].0));
-            pair[i] = boot_once(root, &images[i].1)?.to_multi_user();
+            let (name, arm) = arms[i];
+            step(&format!("pair {n} of {pairs}: booting the {name} under TCG"));
+            let boot = boot_once(root, &arm.image, arm.cpu.as_deref())?;
+            if boot.to_multi_user().is_none() {
+                eprintln!("pair {n}: no time to multi-user.target in the {name}'s report:\n{}", boot.output);
+            }
+            (time[i], used[i]) = (boot.to_multi_user(), boot.qemu_cpu);
         }
-        rows.push(pair);
+        times.push(time);
+        cpu.push(used);
     }
     let secs = |t: Option<f64>| t.map_or("not measured".to_owned(), |t| format!("{t:.1} s"));
+    let diff = |[b, c]: [Option<f64>; 2]| b.zip(c).map_or("-".to_owned(), |(b, c)| format!("{:+.1} s", c - b));
     println!(
-        "\nCommand: `cargo xtask bench image-ab --baseline {} --candidate {} --pairs {pairs}` ({}). \
-         QEMU start to multi-user.target:\n",
-        baseline.display(),
-        candidate.display(),
+        "\nCommand: `cargo xtask bench image-ab {} {} --pairs {pairs}` ({}). QEMU start to multi-user.target, \
+         and the CPU time QEMU had used by then:\n",
+        baseline.options("baseline"),
+        candidate.options("candidate"),
         qemu_version()?
     );
-    println!("| pair | baseline | candidate | candidate - baseline |\n|---|---:|---:|---:|");
-    for (n, [b, c]) in rows.iter().enumerate() {
-        let diff = b.zip(*c).map_or("-".to_owned(), |(b, c)| format!("{:+.1} s", c - b));
-        println!("| {} | {} | {} | {diff} |", n + 1, secs(*b), secs(*c));
-    }
-    let summary = paired_summary(&rows);
     println!(
-        "\nThe candidate was faster in {} of {} measured pairs; median difference {}.",
-        summary.faster,
-        summary.measured,
-        summary.median.map_or("none".to_owned(), |d| format!("{d:+.2} s"))
+        "| pair | baseline | candidate | candidate - baseline | baseline CPU | candidate CPU | candidate - baseline |\n\
+         |---|---:|---:|---:|---:|---:|---:|"
     );
+    for (n, (t, c)) in times.iter().zip(&cpu).enumerate() {
+        let row = [secs(t[0]), secs(t[1]), diff(*t), secs(c[0]), secs(c[1]), diff(*c)];
+        println!("| {} | {} |", n + 1, row.join(" | "));
+    }
+    for (what, rows) in [("time to multi-user.target", &times), ("QEMU's CPU time", &cpu)] {
+        let summary = paired_summary(rows);
+        println!(
+            "\n{what}: the candidate was lower in {} of {} measured pairs; median difference {}.",
+            summary.faster,
+            summary.measured,
+            summary.median.map_or("none".to_owned(), |d| format!("{d:+.2} s"))
+        );
+    }
     Ok(())
 }
 
@@ -268,13 +313,15 @@ fn paired_summary(rows: &[[Option<f64>; 2]]) -> PairedSummary {
     PairedSummary { measured: diffs.len(), faster: diffs.iter().filter(|d| **d < 0.0).count(), median }
 }
 
-fn boot_once(root: &Path, image: &Path) -> Result<Boot> {
-    let out = Command::new(root.join("target/release/ferrite-vm"))
-        .arg("--check")
-        .arg("--image")
-        .arg(image)
-        .current_dir(root)
-        .output()?;
+/// Boots `image` once with `ferrite-vm --check`, under the CPU model `cpu`
+/// (`None`: ferrite-vm's default).
+fn boot_once(root: &Path, image: &Path, cpu: Option<&str>) -> Result<Boot> {
+    let mut vm = Command::new(root.join("target/release/ferrite-vm"));
+    vm.arg("--check").arg("--image").arg(image).current_dir(root);
+    if let Some(cpu) = cpu {
+        vm.args(["--cpu", cpu]);
+    }
+    let out = vm.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         anyhow::bail!("ferrite-vm --check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -298,6 +345,10 @@ fn boot_once(root: &Path, image: &Path) -> Result<Boot> {
         finished: field("boot"),
         multi_user,
         report: wall.trim_start_matches("booted in ").to_owned(),
+        qemu_cpu: stdout
+            .lines()
+            .find_map(|l| l.split("; QEMU used ").nth(1)?.strip_suffix(" s of CPU")?.parse::<f64>().ok()),
+        output: stdout.clone(),
         slowest: field("slowest"),
         chain,
     })

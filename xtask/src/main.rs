@@ -129,19 +129,26 @@ enum Bench {
         #[arg(long)]
         write: bool,
     },
-    /// Two disk images booted in turn under TCG, to tell whether a change
-    /// to the image shortens its boot on a machine whose speed drifts:
-    /// QEMU start to multi-user.target of each, pair by pair. Builds
-    /// nothing; copy the image away before rebuilding it with the change.
+    /// Two boots compared in turn under TCG, to tell whether a change to
+    /// the image, or to the CPU model QEMU emulates, shortens the boot on
+    /// a machine whose speed drifts: QEMU start to multi-user.target of
+    /// each, pair by pair. Builds nothing; copy the image away before
+    /// rebuilding it with the change.
     ImageAb {
         /// The image without the change (a relative path is taken from the
         /// workspace's root).
-        #[arg(long)]
+        #[arg(long, default_value = image::IMAGE)]
         baseline: PathBuf,
         /// The image with the change.
         #[arg(long, default_value = image::IMAGE)]
         candidate: PathBuf,
-        /// Pairs of boots; which image boots first alternates.
+        /// QEMU's CPU model for the baseline (default: ferrite-vm's).
+        #[arg(long)]
+        baseline_cpu: Option<String>,
+        /// QEMU's CPU model for the candidate (default: ferrite-vm's).
+        #[arg(long)]
+        candidate_cpu: Option<String>,
+        /// Pairs of boots; which side boots first alternates.
         #[arg(long, default_value_t = 5)]
         pairs: usize,
     },
@@ -245,7 +252,9 @@ fn main() -> Result<()> {
             bench_ambassador::ambassador(&root, requests, rounds.max(1), write)
         }
         Task::Bench { what: Bench::Image { cold, boots, write } } => image::bench(&root, cold, boots.max(1), write),
-        Task::Bench { what: Bench::ImageAb { baseline, candidate, pairs } } => {
+        Task::Bench { what: Bench::ImageAb { baseline, candidate, baseline_cpu, candidate_cpu, pairs } } => {
+            let baseline = image::Arm { image: baseline, cpu: baseline_cpu };
+            let candidate = image::Arm { image: candidate, cpu: candidate_cpu };
             image::bench_pairs(&root, &baseline, &candidate, pairs.max(1))
         }
     }

@@ -25,6 +25,21 @@ pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 /// The emulator (QEMU 10 from bookworm-backports; see xtask's host setup).
 const QEMU: &str = "qemu-system-x86_64";
+/// The guest's CPU under TCG: `max`, which offers every instruction set
+/// extension QEMU emulates (the default model has few), less those that
+/// make the guest slower to emulate (BENCHMARKS.md, "Tenth round"):
+/// - ERMS and FSRM tell software that `rep movsb` and `rep stosb` are the
+///   fast way to copy and fill memory. On hardware they are; TCG executes
+///   them a byte at a time. With them the guest's kernel zeroes every page
+///   it hands out with `rep stosb` (13% of a boot's samples in a profile
+///   of the guest); without them it uses loops of 64-bit moves.
+/// - AVX and AVX2: boots measured faster without them; why is not
+///   established. FMA, F16C and VAES go with them: they are encoded as AVX
+///   instructions, and no CPU offers them without it.
+/// - LA57: five levels of page tables for TCG's page walks instead of four.
+/// - SVM: it makes the guest load kvm and kvm_amd for nested guests that
+///   no Ferrite VM runs.
+pub const TCG_CPU: &str = "max,-erms,-fsrm,-avx,-avx2,-fma,-f16c,-vaes,-la57,-svm";
 /// The fw_cfg name a cloud-config is passed under (what ferrite-cloudinit's
 /// fw_cfg datasource reads from /sys/firmware/qemu_fw_cfg/by_name/).
 pub const FW_CFG_USER_DATA: &str = "opt/org.ferrite/user-data";
@@ -74,6 +89,9 @@ pub struct VmConfig {
     pub memory_mib: u32,
     pub cpus: u32,
     pub accel: Accel,
+    /// QEMU's CPU model (`-cpu`); `None` is [`TCG_CPU`] under TCG and the
+    /// host's own CPU under KVM.
+    pub cpu: Option<String>,
     /// Given to the guest through fw_cfg as [`FW_CFG_USER_DATA`].
     pub cloud_config: Option<String>,
     /// The private key [`Vm::ssh`] logs in with (made by [`ssh_keygen`], so
@@ -103,6 +121,7 @@ impl VmConfig {
             memory_mib: 2048,
             cpus: 2,
             accel: Accel::probe(),
+            cpu: None,
             cloud_config: None,
             ssh_key: None,
             drives: Vec::new(),
@@ -155,12 +174,12 @@ pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     push(&["-machine", "q35", "-nodefaults", "-display", "none", "-no-reboot"]);
     push(&["-accel", if cfg.accel == Accel::Kvm { "kvm" } else { "tcg" }]);
-    // Under TCG, `max` offers every instruction set extension QEMU
-    // emulates (SSSE3 to AVX2, AES); the default model has few. Reads of
-    // /usr through dm-verity measured faster with it (BENCHMARKS.md),
-    // though the boot's own dm-verity device hashes with sha256-generic
-    // either way: the accelerated module is not loaded that early.
-    push(&["-cpu", if cfg.accel == Accel::Kvm { "host" } else { "max" }]);
+    let cpu = match (&cfg.cpu, cfg.accel) {
+        (Some(model), _) => model.as_str(),
+        (None, Accel::Kvm) => "host",
+        (None, Accel::Tcg) => TCG_CPU,
+    };
+    push(&["-cpu", cpu]);
     push(&["-m", &cfg.memory_mib.to_string(), "-smp", &cfg.cpus.to_string()]);
     push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
     push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", paths.vars.display())]);
@@ -306,6 +325,19 @@ impl Vm {
         self.started.elapsed()
     }
 
+    /// The CPU time QEMU has used so far, user and system, all threads.
+    /// Under TCG this is the work of emulating the guest; time QEMU spent
+    /// waiting for a host CPU is not in it.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let path = PathBuf::from(format!("/proc/{}/stat", self.child.id()));
+        let stat = fs::read_to_string(&path).map_err(io(&path))?;
+        let ticks = cpu_ticks(&stat).ok_or_else(|| Error::Io {
+            path,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no utime and stime fields"),
+        })?;
+        Ok(Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64))
+    }
+
     /// Waits until the console shows `needle`, QEMU exits, or `timeout`.
     /// Each look reads only what the guest wrote since the last one (from
     /// the start of the line that was still being written).
@@ -326,7 +358,7 @@ impl Vm {
                     tail: tail(&self.console(), 40),
                 });
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -511,6 +543,14 @@ fn find_line(path: &Path, searched: &mut u64, needle: &str) -> std::io::Result<O
     Ok(None)
 }
 
+/// utime + stime, in clock ticks, from a `/proc/PID/stat` line. The
+/// command's name comes second, in parentheses, and may hold spaces and
+/// parentheses itself, so fields are counted from its last `)`.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -544,6 +584,7 @@ mod tests {
             memory_mib: 1024,
             cpus: 2,
             accel: Accel::Tcg,
+            cpu: None,
             cloud_config: None,
             ssh_key: None,
             drives: Vec::new(),
@@ -558,7 +599,7 @@ mod tests {
     fn boots_uefi_under_tcg_with_console_disk_and_cloud_config() {
         let a = qemu_args(&cfg(), &paths(), 2222);
         assert!(has_pair(&a, "-accel", "tcg"));
-        assert!(has_pair(&a, "-cpu", "max"));
+        assert!(has_pair(&a, "-cpu", TCG_CPU));
         assert!(has_pair(&a, "-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")));
         assert!(has_pair(&a, "-drive", "if=none,id=disk,format=qcow2,file=/t/disk.qcow2"));
         assert!(has_pair(&a, "-device", "virtio-blk-pci,drive=disk,bootindex=0"));
@@ -608,6 +649,22 @@ mod tests {
         let a = qemu_args(&c, &paths(), 1);
         assert!(has_pair(&a, "-accel", "kvm"));
         assert!(has_pair(&a, "-cpu", "host"));
+    }
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_whatever_the_command_name() {
+        let stat = "4242 (qemu-system-x86 (x) ) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 567 0 0 20 0 5 0 99";
+        assert_eq!(cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(cpu_ticks("4242 (qemu) S 1"), None);
+    }
+
+    #[test]
+    fn a_cpu_model_asked_for_replaces_the_default() {
+        let mut c = cfg();
+        c.cpu = Some("qemu64".into());
+        let a = qemu_args(&c, &paths(), 1);
+        assert!(has_pair(&a, "-cpu", "qemu64"));
+        assert_eq!(a.iter().filter(|x| *x == "-cpu").count(), 1);
     }
 
     #[test]

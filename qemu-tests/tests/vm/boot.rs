@@ -5,12 +5,14 @@
 //! other; the machine made its own machine-id and host key, and serves SSH
 //! per connection from sshd.socket; names resolve through systemd-resolved's stub; Docker runs a container whose image was made on this host and
 //! sent over SSH (no registry); systemd-boot counted a try of slot A's
-//! entry and the good boot blessed it (the counter is gone from its name).
+//! entry and the good boot blessed it (the counter is gone from its name);
+//! under TCG the guest's CPU is ferrite-vm's model, without the features
+//! TCG emulates slowly.
 
 use std::time::Duration;
 
 use ferrite_testkit::images::Image;
-use ferrite_vm::{ssh_keygen, Boot, Vm, VmConfig};
+use ferrite_vm::{ssh_keygen, Accel, Boot, Vm, VmConfig};
 
 use crate::{images, manifest, parse_report, shell_quote, stdout_of};
 
@@ -38,6 +40,9 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
     units_with_nothing_to_do_start_nothing(&vm);
     names_resolve_through_systemd_resolved(&vm);
     the_static_device_nodes_are_there(&vm);
+    if cfg.accel == Accel::Tcg {
+        the_emulated_cpu_lacks_what_tcg_emulates_slowly(&vm);
+    }
     docker_runs_a_container_imported_over_ssh(&vm);
     the_counted_entry_is_tried_and_blessed(&vm);
 }
@@ -169,6 +174,21 @@ fn the_static_device_nodes_are_there(vm: &Vm) {
     assert_eq!(journal, "", "kmod-static-nodes ran during the boot");
     let nodes = "/dev/fuse /dev/loop-control /dev/net/tun /dev/mapper/control";
     assert_eq!(stdout_of(vm, &format!("for n in {nodes}; do test -c $n || echo missing $n; done")), "");
+}
+
+/// ferrite-vm's CPU model under TCG (`TCG_CPU`): QEMU's `max` less the
+/// features that make the guest slower to emulate, and nothing else less.
+fn the_emulated_cpu_lacks_what_tcg_emulates_slowly(vm: &Vm) {
+    let line = stdout_of(vm, "grep -m1 '^flags' /proc/cpuinfo");
+    let flags: Vec<&str> = line.split_whitespace().collect();
+    for gone in ["erms", "fsrm", "avx", "avx2", "fma", "f16c", "vaes", "la57", "svm"] {
+        assert!(!flags.contains(&gone), "the guest CPU offers {gone}: {line}");
+    }
+    for kept in ["sse4_2", "aes", "sha_ni", "rdrand"] {
+        assert!(flags.contains(&kept), "the guest CPU lacks {kept}: {line}");
+    }
+    // Without SVM the guest has no nested virtualization to load KVM for.
+    assert_eq!(stdout_of(vm, "grep -c '^kvm' /proc/modules || true"), "0");
 }
 
 fn docker_runs_a_container_imported_over_ssh(vm: &Vm) {
