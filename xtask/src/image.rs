@@ -230,7 +230,7 @@ impl Arm {
 
 /// `cargo xtask bench image-ab`: boots `baseline` and `candidate` in turn,
 /// `pairs` times, and prints each pair's QEMU start to multi-user.target
-/// and their difference. Under TCG on a shared machine single boots of one
+/// and QEMU's CPU time by then, with their differences. Under TCG on a shared machine single boots of one
 /// image spread over seconds, and the machine's speed drifts within a run;
 /// the two boots of a pair see about the same machine, and alternating
 /// which boots first keeps a drift from favouring either side.
@@ -285,7 +285,7 @@ pub fn bench_pairs(root: &Path, baseline: &Arm, candidate: &Arm, pairs: usize) -
         let summary = paired_summary(rows);
         println!(
             "\n{what}: the candidate was lower in {} of {} measured pairs; median difference {}.",
-            summary.faster,
+            summary.lower,
             summary.measured,
             summary.median.map_or("none".to_owned(), |d| format!("{d:+.2} s"))
         );
@@ -294,11 +294,11 @@ pub fn bench_pairs(root: &Path, baseline: &Arm, candidate: &Arm, pairs: usize) -
 }
 
 /// What a run of paired boots says: in how many pairs the candidate was
-/// faster, and the median of candidate minus baseline.
+/// lower (faster, or cheaper in CPU), and the median of candidate minus baseline.
 #[derive(Debug, PartialEq)]
 struct PairedSummary {
     measured: usize,
-    faster: usize,
+    lower: usize,
     median: Option<f64>,
 }
 
@@ -310,7 +310,7 @@ fn paired_summary(rows: &[[Option<f64>; 2]]) -> PairedSummary {
         n if n % 2 == 1 => Some(diffs[n / 2]),
         n => Some((diffs[n / 2 - 1] + diffs[n / 2]) / 2.0),
     };
-    PairedSummary { measured: diffs.len(), faster: diffs.iter().filter(|d| **d < 0.0).count(), median }
+    PairedSummary { measured: diffs.len(), lower: diffs.iter().filter(|d| **d < 0.0).count(), median }
 }
 
 /// Boots `image` once with `ferrite-vm --check`, under the CPU model `cpu`
@@ -404,9 +404,9 @@ mod tests {
     fn paired_boots_summarise_by_their_differences() {
         let rows = [[Some(30.0), Some(29.0)], [Some(28.0), Some(29.5)], [None, Some(20.0)], [Some(31.0), Some(29.0)]];
         // Differences -1.0, +1.5, -2.0; the pair without a baseline figure is left out.
-        assert_eq!(paired_summary(&rows), PairedSummary { measured: 3, faster: 2, median: Some(-1.0) });
+        assert_eq!(paired_summary(&rows), PairedSummary { measured: 3, lower: 2, median: Some(-1.0) });
         let even = [[Some(30.0), Some(29.0)], [Some(30.0), Some(32.0)]];
         assert_eq!(paired_summary(&even).median, Some(0.5));
-        assert_eq!(paired_summary(&[[None, None]]), PairedSummary { measured: 0, faster: 0, median: None });
+        assert_eq!(paired_summary(&[[None, None]]), PairedSummary { measured: 0, lower: 0, median: None });
     }
 }
