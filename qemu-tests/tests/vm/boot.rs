@@ -6,8 +6,9 @@
 //! per connection from sshd.socket; names resolve through systemd-resolved's stub; Docker runs a container whose image was made on this host and
 //! sent over SSH (no registry); systemd-boot counted a try of slot A's
 //! entry and the good boot blessed it (the counter is gone from its name);
-//! under TCG the guest's CPU is ferrite-vm's model, without the features
-//! TCG emulates slowly.
+//! dm-verity hashes /usr with the CPU's SHA-256 extensions; under TCG the
+//! guest's CPU is ferrite-vm's model, without the features TCG emulates
+//! slowly.
 
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
     units_with_nothing_to_do_start_nothing(&vm);
     names_resolve_through_systemd_resolved(&vm);
     the_static_device_nodes_are_there(&vm);
+    usr_is_hashed_with_the_cpus_sha256(&vm);
     if cfg.accel == Accel::Tcg {
         the_emulated_cpu_lacks_what_tcg_emulates_slowly(&vm);
     }
@@ -174,6 +176,22 @@ fn the_static_device_nodes_are_there(vm: &Vm) {
     assert_eq!(journal, "", "kmod-static-nodes ran during the boot");
     let nodes = "/dev/fuse /dev/loop-control /dev/net/tun /dev/mapper/control";
     assert_eq!(stdout_of(vm, &format!("for n in {nodes}; do test -c $n || echo missing $n; done")), "");
+}
+
+/// dm-verity hashes every block read from /usr with the SHA-256 it found
+/// when the initramfs set the device up. The initramfs loads the module of
+/// the CPU's SHA-256 extensions first (SHA-NI, AVX2 or SSSE3, whichever the
+/// CPU has), so that is not the kernel's generic C code. Every CPU model
+/// the VM tier runs (TCG_CPU, or the host's under KVM) has SSSE3 at least.
+fn usr_is_hashed_with_the_cpus_sha256(vm: &Vm) {
+    let flags = stdout_of(vm, "grep -m1 '^flags' /proc/cpuinfo");
+    assert!(flags.split_whitespace().any(|f| f == "ssse3"), "the guest CPU lacks SSSE3: {flags}");
+    let line = stdout_of(vm, "sudo journalctl -b -k -q -o cat | grep -m1 'verity: sha256 using implementation'");
+    let implementation = line.rsplit(' ').next().unwrap_or_default().trim_matches('"');
+    assert!(
+        implementation.starts_with("sha256-") && implementation != "sha256-generic",
+        "/usr's verity device hashes with {implementation:?}: {line:?}"
+    );
 }
 
 /// ferrite-vm's CPU model under TCG (`TCG_CPU`): QEMU's `max` less the

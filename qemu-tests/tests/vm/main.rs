@@ -50,6 +50,25 @@ pub fn stdout_of(vm: &ferrite_vm::Vm, command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The qcow2 is compressed with zstd, which QEMU decompresses several times
+/// faster than qcow2's default zlib as the guest reads it.
+#[test]
+fn the_qcow2_is_compressed_with_zstd() {
+    let qcow2 = images().join("ferrite.qcow2");
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&qcow2)
+        .output()
+        .expect("qemu-img runs");
+    assert!(out.status.success(), "qemu-img info {}: {}", qcow2.display(), String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("qemu-img info prints JSON");
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["format-specific"]["data"]["compression-type"], "zstd", "{info:#}");
+    // Compressed at all: under half the raw image's size.
+    let raw = std::fs::metadata(images().join("ferrite.raw")).expect("ferrite.raw").len();
+    assert!(info["actual-size"].as_u64().unwrap() < raw / 2, "{info:#}");
+}
+
 #[test]
 fn shell_quote_makes_one_word() {
     assert_eq!(shell_quote(r#"ENTRYPOINT ["/usr/bin/env"]"#), r#"'ENTRYPOINT ["/usr/bin/env"]'"#);
