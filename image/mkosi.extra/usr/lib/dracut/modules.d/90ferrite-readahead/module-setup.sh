@@ -44,8 +44,12 @@ ConditionPathExists=/sysusr/usr/lib/systemd/systemd
 Type=simple
 WorkingDirectory=/sysusr
 # The glob takes the unit directories' subdirectories too, which cat
-# refuses: its exit status says nothing about what was read.
-ExecStart=-/bin/sh -c 'exec cat $files usr/lib/systemd/system-generators/* usr/lib/systemd/system/* >/dev/null 2>&1'
+# refuses: its exit status says nothing about what was read, so the shell
+# exits 0 whatever cat says. Not a "-" prefix: cat reads on past the switch
+# root, and if it ends before the real root's PID 1 stops the unit, that
+# PID 1, which has no copy of this file to find the prefix in, counts
+# status 1 as a failure and the system comes up degraded.
+ExecStart=/bin/sh -c 'cat $files usr/lib/systemd/system-generators/* usr/lib/systemd/system/* >/dev/null 2>&1; exit 0'
 UNIT
     mkdir -p "$initdir/etc/systemd/system/initrd-fs.target.wants"
     ln -sf ../ferrite-readahead.service "$initdir/etc/systemd/system/initrd-fs.target.wants/ferrite-readahead.service"
