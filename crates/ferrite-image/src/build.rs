@@ -773,12 +773,12 @@ fn cpio(dir: &Path, out: &Path, epoch: u64) -> Result<PathBuf> {
 
 /// Writes `raw` as `format`. The qcow2 is compressed, with zstd instead of
 /// qcow2's default zlib: QEMU inflates a whole 64 KiB cluster for every
-/// read that lands in one, on its main loop, beside the guest's vCPUs, and
-/// a boot reads the kernel, the initramfs and much of /usr that way. zstd
-/// undoes that several times faster, which took about a second off a boot
-/// under emulation on two cores (BENCHMARKS.md), for 4% more bytes. QEMU
-/// reads such images from 5.1 (2020) on; the raw image is there for tools
-/// that cannot.
+/// read that lands in one, while the guest waits, on worker threads that
+/// compete with the vCPUs for the host's CPUs, and a boot reads the kernel,
+/// the initramfs and much of /usr that way. zstd undoes that several times
+/// faster, which took about a second off a boot under emulation on two
+/// cores (BENCHMARKS.md), for 4% more bytes. QEMU reads such images from
+/// 5.1 (2020) on; the raw image is there for tools that cannot.
 fn convert(raw: &Path, out: &Path, format: &str) -> Result<()> {
     remove(out, "convert")?;
     let mut cmd = Command::new("qemu-img");
