@@ -247,34 +247,8 @@ pub fn bench_pairs(root: &Path, baseline: &Arm, candidate: &Arm, pairs: usize) -
     }
     install_packages(IMAGE_PACKAGES)?;
     run(root, "cargo", &["build", "--release", "-p", "ferrite-vm"])?;
-    // Per pair, [baseline, candidate]: QEMU start to multi-user.target,
-    // and QEMU's CPU time by then.
-    let (mut times, mut cpu) = (Vec::new(), Vec::new());
-    // A boot that fails (its check, or a guest that hangs until ferrite-vm
-    // gives up) leaves its pair unmeasured instead of discarding the run:
-    // the other pairs are printed, and the command fails afterwards.
-    let mut failed = Vec::new();
-    for n in 1..=pairs {
-        let (mut time, mut used) = ([None, None], [None, None]);
-        for i in if n % 2 == 1 { [0, 1] } else { [1, 0] } {
-            let (name, arm) = arms[i];
-            step(&format!("pair {n} of {pairs}: booting the {name} under TCG"));
-            let boot = match boot_once(root, &arm.image, arm.cpu.as_deref()) {
-                Ok(boot) => boot,
-                Err(e) => {
-                    eprintln!("pair {n}: the {name}'s boot failed: {e:#}");
-                    failed.push(format!("pair {n}'s {name}"));
-                    continue;
-                }
-            };
-            if boot.to_multi_user().is_none() {
-                eprintln!("pair {n}: no time to multi-user.target in the {name}'s report:\n{}", boot.output);
-            }
-            (time[i], used[i]) = (boot.to_multi_user(), boot.qemu_cpu);
-        }
-        times.push(time);
-        cpu.push(used);
-    }
+    let PairedRuns { times, cpu, failed } =
+        run_pairs(pairs, [arms[0].0, arms[1].0], |i| boot_once(root, &arms[i].1.image, arms[i].1.cpu.as_deref()));
     let secs = |t: Option<f64>| t.map_or("not measured".to_owned(), |t| format!("{t:.1} s"));
     let diff = |[b, c]: [Option<f64>; 2]| b.zip(c).map_or("-".to_owned(), |(b, c)| format!("{:+.1} s", c - b));
     println!(
@@ -303,6 +277,48 @@ pub fn bench_pairs(root: &Path, baseline: &Arm, candidate: &Arm, pairs: usize) -
     }
     anyhow::ensure!(failed.is_empty(), "boots failed, their pairs not measured (output above): {}", failed.join(", "));
     Ok(())
+}
+
+/// What [`run_pairs`] measured. Per pair, `[baseline, candidate]`: QEMU
+/// start to multi-user.target, and QEMU's CPU time by then.
+#[derive(Debug, Default, PartialEq)]
+struct PairedRuns {
+    times: Vec<[Option<f64>; 2]>,
+    cpu: Vec<[Option<f64>; 2]>,
+    /// The boots that failed, as "pair N's NAME".
+    failed: Vec<String>,
+}
+
+/// Boots the two arms (0 the baseline, 1 the candidate, called `names`)
+/// `pairs` times with `boot`, alternating which boots first, so that a
+/// machine speeding up or slowing down during the run favours neither. A
+/// boot that fails (its check, or a guest that hangs until ferrite-vm gives
+/// up) leaves its side of the pair unmeasured instead of discarding the
+/// run; it is named in `failed`.
+fn run_pairs(pairs: usize, names: [&str; 2], mut boot: impl FnMut(usize) -> Result<Boot>) -> PairedRuns {
+    let mut runs = PairedRuns::default();
+    for n in 1..=pairs {
+        let (mut time, mut used) = ([None, None], [None, None]);
+        for i in if n % 2 == 1 { [0, 1] } else { [1, 0] } {
+            let name = names[i];
+            step(&format!("pair {n} of {pairs}: booting the {name} under TCG"));
+            match boot(i) {
+                Ok(b) => {
+                    if b.to_multi_user().is_none() {
+                        eprintln!("pair {n}: no time to multi-user.target in the {name}'s report:\n{}", b.output);
+                    }
+                    (time[i], used[i]) = (b.to_multi_user(), b.qemu_cpu);
+                }
+                Err(e) => {
+                    eprintln!("pair {n}: the {name}'s boot failed: {e:#}");
+                    runs.failed.push(format!("pair {n}'s {name}"));
+                }
+            }
+        }
+        runs.times.push(time);
+        runs.cpu.push(used);
+    }
+    runs
 }
 
 /// What a run of paired boots says: in how many pairs the candidate was
@@ -412,6 +428,36 @@ mod tests {
         assert_eq!(phase(line, "(kernel)"), Some(4.436));
         assert_eq!(phase(line, "(initrd)"), Some(9.646));
         assert_eq!(phase(line, "(firmware)"), None);
+    }
+
+    /// A boot whose figures sum to `to_multi_user` seconds, with `cpu`.
+    fn boot(to_multi_user: f64, cpu: f64) -> Boot {
+        Boot {
+            firmware: Some(to_multi_user - 3.0),
+            finished: "Startup finished in 1.000s (kernel) + 1.000s (initrd) + 5.000s (userspace) = 7.000s".into(),
+            multi_user: Some(1.0),
+            report: String::new(),
+            qemu_cpu: Some(cpu),
+            output: String::new(),
+            slowest: String::new(),
+            chain: String::new(),
+        }
+    }
+
+    #[test]
+    fn paired_boots_alternate_and_a_failed_boot_only_loses_its_side() {
+        let mut order = Vec::new();
+        let runs = run_pairs(3, ["baseline", "candidate"], |i| {
+            order.push(i);
+            match order.len() {
+                3 => anyhow::bail!("the guest hung"),
+                n => Ok(boot(20.0 + n as f64, 30.0 + n as f64)),
+            }
+        });
+        assert_eq!(order, [0, 1, 1, 0, 0, 1], "the first to boot alternates, pair by pair");
+        assert_eq!(runs.times, [[Some(21.0), Some(22.0)], [Some(24.0), None], [Some(25.0), Some(26.0)]]);
+        assert_eq!(runs.cpu, [[Some(31.0), Some(32.0)], [Some(34.0), None], [Some(35.0), Some(36.0)]]);
+        assert_eq!(runs.failed, ["pair 2's candidate"]);
     }
 
     #[test]
