@@ -41,9 +41,11 @@ fn boots_to_a_running_system_applies_cloud_config_and_serves_ssh_and_docker() {
     units_with_nothing_to_do_start_nothing(&vm);
     names_resolve_through_systemd_resolved(&vm);
     the_static_device_nodes_are_there(&vm);
-    usr_is_hashed_with_the_cpus_sha256(&vm);
+    // The guest CPU's flags, as its kernel reports them, for both checks.
+    let cpu_flags = stdout_of(&vm, "grep -m1 '^flags' /proc/cpuinfo");
+    usr_is_hashed_with_the_cpus_sha256(&vm, &cpu_flags);
     if cfg.accel == Accel::Tcg {
-        the_emulated_cpu_lacks_what_tcg_emulates_slowly(&vm);
+        the_emulated_cpu_lacks_what_tcg_emulates_slowly(&vm, &cpu_flags);
     }
     docker_runs_a_container_imported_over_ssh(&vm);
     the_counted_entry_is_tried_and_blessed(&vm);
@@ -183,8 +185,7 @@ fn the_static_device_nodes_are_there(vm: &Vm) {
 /// the CPU's SHA-256 extensions first (SHA-NI, AVX2 or SSSE3, whichever the
 /// CPU has), so that is not the kernel's generic C code. Every CPU model
 /// the VM tier runs (TCG_CPU, or the host's under KVM) has SSSE3 at least.
-fn usr_is_hashed_with_the_cpus_sha256(vm: &Vm) {
-    let flags = stdout_of(vm, "grep -m1 '^flags' /proc/cpuinfo");
+fn usr_is_hashed_with_the_cpus_sha256(vm: &Vm, flags: &str) {
     assert!(flags.split_whitespace().any(|f| f == "ssse3"), "the guest CPU lacks SSSE3: {flags}");
     let line = stdout_of(vm, "sudo journalctl -b -k -q -o cat | grep -m1 'verity: sha256 using implementation'");
     let implementation = line.rsplit(' ').next().unwrap_or_default().trim_matches('"');
@@ -197,8 +198,7 @@ fn usr_is_hashed_with_the_cpus_sha256(vm: &Vm) {
 /// ferrite-vm's CPU model under TCG (`TCG_CPU`): QEMU's `max` less the
 /// features that make the guest slower to emulate (QEMU's names for them
 /// are the kernel's), with the extensions `max` was chosen for kept.
-fn the_emulated_cpu_lacks_what_tcg_emulates_slowly(vm: &Vm) {
-    let line = stdout_of(vm, "grep -m1 '^flags' /proc/cpuinfo");
+fn the_emulated_cpu_lacks_what_tcg_emulates_slowly(vm: &Vm, line: &str) {
     let flags: Vec<&str> = line.split_whitespace().collect();
     let removed: Vec<&str> = TCG_CPU.split(',').filter_map(|f| f.strip_prefix('-')).collect();
     for flag in ["erms", "fsrm", "avx", "avx2", "la57", "svm"] {
