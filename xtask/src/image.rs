@@ -103,7 +103,7 @@ pub fn bench(root: &Path, cold: bool, boots_wanted: usize, write: bool) -> Resul
         "Command: `cargo xtask bench image{} --boots {boots_wanted}` (2-core machine, TCG, {}; the boot figures \
          are the boot with the median time to multi-user.target).\n\n",
         if cold { " --cold" } else { "" },
-        qemu_version()?
+        emulator()?
     ));
     table.push_str("| figure | value |\n|---|---|\n");
     table.push_str(&format!(
@@ -201,12 +201,35 @@ impl Boot {
     }
 }
 
-/// QEMU's version line, for the record: the boot under TCG is bound by the
-/// emulator's speed as much as by the image.
-fn qemu_version() -> Result<String> {
+/// What the boot figures were measured on, for the record: QEMU's version
+/// and the host's CPU. Under TCG a boot is bound by the emulator and the
+/// host's CPU as much as by the image, and the machines a session is given
+/// differ (the same image's boot has measured 18 s on one and 25 s on
+/// another), so figures compare only where these match.
+fn emulator() -> Result<String> {
     let out = Command::new("qemu-system-x86_64").arg("--version").output().context("cannot run qemu-system-x86_64")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().next().unwrap_or("QEMU, version unknown").trim().to_owned())
+    let qemu = text.lines().next().unwrap_or("QEMU, version unknown").trim().to_owned();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").context("cannot read /proc/cpuinfo")?;
+    Ok(format!("{qemu}; host CPU {}", host_cpu(&cpuinfo)))
+}
+
+/// The first processor of `/proc/cpuinfo` as "NAME (family F, model M,
+/// stepping S)": hypervisors often give only a generic name, and the
+/// numbers then tell the CPU's generation.
+fn host_cpu(cpuinfo: &str) -> String {
+    let first = cpuinfo.split("\n\n").next().unwrap_or("");
+    let field = |key: &str| {
+        first.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_owned())
+        })
+    };
+    let name = field("model name").unwrap_or_else(|| "unknown".to_owned());
+    match (field("cpu family"), field("model"), field("stepping")) {
+        (Some(f), Some(m), Some(s)) => format!("{name} (family {f}, model {m}, stepping {s})"),
+        _ => name,
+    }
 }
 
 /// The image `cargo xtask image` builds, relative to the workspace.
@@ -256,7 +279,7 @@ pub fn bench_pairs(root: &Path, baseline: &Arm, candidate: &Arm, pairs: usize) -
          and the CPU time QEMU had used by then:\n",
         baseline.options("baseline"),
         candidate.options("candidate"),
-        qemu_version()?
+        emulator()?
     );
     println!(
         "| pair | baseline | candidate | candidate - baseline | baseline CPU | candidate CPU | candidate - baseline |\n\
@@ -458,6 +481,16 @@ mod tests {
         assert_eq!(runs.times, [[Some(21.0), Some(22.0)], [Some(24.0), None], [Some(25.0), Some(26.0)]]);
         assert_eq!(runs.cpu, [[Some(31.0), Some(32.0)], [Some(34.0), None], [Some(35.0), Some(36.0)]]);
         assert_eq!(runs.failed, ["pair 2's candidate"]);
+    }
+
+    #[test]
+    fn the_host_cpu_is_named_with_its_generation() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 167\n\
+                       model name\t: Intel(R) Xeon(R) Processor\nstepping\t: 1\nflags\t\t: fpu vme\n\n\
+                       processor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(host_cpu(cpuinfo), "Intel(R) Xeon(R) Processor (family 6, model 167, stepping 1)");
+        assert_eq!(host_cpu("model name\t: Some CPU\n"), "Some CPU");
+        assert_eq!(host_cpu(""), "unknown");
     }
 
     #[test]
