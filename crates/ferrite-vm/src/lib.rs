@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod qmp;
+
 /// OVMF firmware as Debian's `ovmf` package installs it: the 2 MB build,
 /// whose variable store is a quarter of the 4 MB build's. Under TCG it
 /// reaches the kernel a median 0.6 s sooner (BENCHMARKS.md); the larger
@@ -146,10 +148,30 @@ pub enum Error {
     Tool { command: String, status: std::process::ExitStatus, stderr: String },
     #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("VM {name}: QEMU exited ({status}) before {waiting_for}; console log {console}:\n{tail}")]
-    Exited { name: String, status: std::process::ExitStatus, waiting_for: String, console: PathBuf, tail: String },
-    #[error("VM {name}: no {waiting_for} within {seconds} s; console log {console}:\n{tail}")]
-    Timeout { name: String, waiting_for: String, seconds: u64, console: PathBuf, tail: String },
+    #[error("VM {name}: QEMU exited ({status}) before {waiting_for}; {left}")]
+    Exited { name: String, status: std::process::ExitStatus, waiting_for: String, left: Box<LeftBehind> },
+    #[error("VM {name}: no {waiting_for} within {seconds} s; {left}")]
+    Timeout { name: String, waiting_for: String, seconds: u64, left: Box<LeftBehind> },
+}
+
+/// What a VM that failed a wait left to read.
+#[derive(Debug)]
+pub struct LeftBehind {
+    /// Where the vCPUs' state was written, or why it was not (a wait that
+    /// timed out; QEMU that exited has none to give).
+    pub vcpus: Option<String>,
+    pub console: PathBuf,
+    /// The console's last lines.
+    pub tail: String,
+}
+
+impl std::fmt::Display for LeftBehind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(vcpus) = &self.vcpus {
+            write!(f, "{vcpus}; ")?;
+        }
+        write!(f, "console log {}:\n{}", self.console.display(), self.tail)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -166,6 +188,8 @@ pub struct Paths {
     pub disk: Option<PathBuf>,
     pub console: PathBuf,
     pub cloud_config: Option<PathBuf>,
+    /// QEMU's machine protocol socket, read when a wait times out.
+    pub qmp: PathBuf,
 }
 
 /// QEMU's arguments for a configuration (pure, so it is unit-tested).
@@ -218,6 +242,8 @@ pub fn qemu_args(cfg: &VmConfig, paths: &Paths, ssh_port: u16) -> Vec<String> {
     }
     push(&["-netdev", &netdev, "-device", &nic]);
     push(&["-serial", &format!("file:{}", paths.console.display())]);
+    // A monitor for the harness only, on a socket in the VM's directory.
+    push(&["-qmp", &format!("unix:{},server=on,wait=off", paths.qmp.display())]);
     if let Some(cc) = &paths.cloud_config {
         push(&["-fw_cfg", &format!("name={FW_CFG_USER_DATA},file={}", cc.display())]);
     }
@@ -232,6 +258,8 @@ pub struct Vm {
     child: Child,
     dir: Option<tempfile::TempDir>,
     console: PathBuf,
+    qmp: PathBuf,
+    cpus: u32,
     ssh_port: u16,
     ssh_key: PathBuf,
     started: Instant,
@@ -286,7 +314,8 @@ impl Vm {
             }
         };
         let ssh_port = free_port().map_err(io(Path::new("127.0.0.1:0")))?;
-        let paths = Paths { vars, disk, console: console.clone(), cloud_config };
+        let qmp = d.join("qmp.sock");
+        let paths = Paths { vars, disk, console: console.clone(), cloud_config, qmp: qmp.clone() };
         let args = qemu_args(cfg, &paths, ssh_port);
         fs::write(d.join("qemu.args"), args.join("\n")).map_err(io(&d))?;
         let stderr = fs::File::create(d.join("qemu.stderr")).map_err(io(&d))?;
@@ -302,7 +331,17 @@ impl Vm {
         }
         let child = qemu.spawn().map_err(|source| Error::Spawn { program: QEMU.into(), source })?;
         tracing::info!(name = %cfg.name, dir = %d.display(), pid = child.id(), ssh_port, accel = ?cfg.accel, "VM started");
-        Ok(Vm { name: cfg.name.clone(), child, dir: Some(dir), console, ssh_port, ssh_key, started: Instant::now() })
+        Ok(Vm {
+            name: cfg.name.clone(),
+            child,
+            dir: Some(dir),
+            console,
+            qmp,
+            cpus: cfg.cpus,
+            ssh_port,
+            ssh_key,
+            started: Instant::now(),
+        })
     }
 
     /// QEMU's process id.
@@ -353,9 +392,8 @@ impl Vm {
                 return Err(Error::Timeout {
                     name: self.name.clone(),
                     waiting_for: format!("console line containing {needle:?}"),
-                    seconds: timeout.as_secs(),
-                    console: self.console.clone(),
-                    tail: tail(&self.console(), 40),
+                    seconds: whole_seconds(timeout),
+                    left: self.left_behind(true),
                 });
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -374,9 +412,8 @@ impl Vm {
                 return Err(Error::Timeout {
                     name: self.name.clone(),
                     waiting_for: "QEMU to exit".into(),
-                    seconds: timeout.as_secs(),
-                    console: self.console.clone(),
-                    tail: tail(&self.console(), 40),
+                    seconds: whole_seconds(timeout),
+                    left: self.left_behind(true),
                 });
             }
             std::thread::sleep(Duration::from_millis(500));
@@ -389,8 +426,7 @@ impl Vm {
                 name: self.name.clone(),
                 status,
                 waiting_for: waiting_for.to_string(),
-                console: self.console.clone(),
-                tail: tail(&self.console(), 40),
+                left: self.left_behind(false),
             });
         }
         Ok(())
@@ -464,12 +500,38 @@ impl Vm {
                 return Err(Error::Timeout {
                     name: self.name.clone(),
                     waiting_for: "SSH login".into(),
-                    seconds: timeout.as_secs(),
-                    console: self.console.clone(),
-                    tail: tail(&self.console(), 40),
+                    seconds: whole_seconds(timeout),
+                    left: self.left_behind(true),
                 });
             }
             std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// The console log's path and last lines, and with `vcpus` the vCPUs'
+    /// state (see [`Vm::record_vcpus`]), for an error.
+    fn left_behind(&self, vcpus: bool) -> Box<LeftBehind> {
+        Box::new(LeftBehind {
+            vcpus: vcpus.then(|| self.record_vcpus()),
+            console: self.console.clone(),
+            tail: tail(&self.console(), 40),
+        })
+    }
+
+    /// Writes the vCPUs' state, as QEMU's monitor shows it, to `vcpus.txt`
+    /// beside the console log, for a guest that stopped making progress
+    /// (one has stopped in its kernel with a timer interrupt that never
+    /// came: BENCHMARKS.md, eleventh round). Returns what an error should
+    /// say about it; failing to read it does not hide the error itself.
+    fn record_vcpus(&self) -> String {
+        let text = match qmp::vcpu_state(&self.qmp, self.cpus) {
+            Ok(text) => text,
+            Err(e) => return format!("vCPU state not read from {}: {e}", self.qmp.display()),
+        };
+        let path = self.console.with_file_name("vcpus.txt");
+        match fs::write(&path, text) {
+            Ok(()) => format!("vCPU state in {}", path.display()),
+            Err(e) => format!("vCPU state not written to {}: {e}", path.display()),
         }
     }
 
@@ -557,6 +619,12 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A wait's length for an error message, rounded: a caller with one
+/// deadline passes what is left of it, a fraction under the whole.
+fn whole_seconds(timeout: Duration) -> u64 {
+    u64::try_from((timeout.as_millis() + 500) / 1000).unwrap_or(u64::MAX)
+}
+
 /// Writes a file the caller serves to a PXE-booting VM (an iPXE script).
 pub fn write_ipxe_script(path: &Path, kernel: &str, initrd: &str, cmdline: &str) -> Result<()> {
     let mut f = fs::File::create(path).map_err(io(path))?;
@@ -574,6 +642,7 @@ mod tests {
             disk: Some("/t/disk.qcow2".into()),
             console: "/t/console.log".into(),
             cloud_config: Some("/t/user-data".into()),
+            qmp: "/t/qmp.sock".into(),
         }
     }
 
@@ -614,6 +683,20 @@ mod tests {
         let netdev = a.windows(2).find(|w| w[0] == "-netdev").map(|w| w[1].clone()).unwrap();
         assert!(netdev.contains("hostfwd=tcp:127.0.0.1:2222-:22"));
         assert!(netdev.contains("restrict=on"));
+    }
+
+    #[test]
+    fn the_harness_monitor_is_a_socket_in_the_vms_directory_only() {
+        let a = qemu_args(&cfg(), &paths(), 2222);
+        assert!(has_pair(&a, "-qmp", "unix:/t/qmp.sock,server=on,wait=off"));
+        assert!(!a.iter().any(|arg| arg == "-monitor" || (arg.contains("tcp:") && !arg.contains("hostfwd"))));
+    }
+
+    #[test]
+    fn a_wait_is_named_in_whole_seconds_rounded() {
+        assert_eq!(whole_seconds(Duration::from_millis(2_996)), 3);
+        assert_eq!(whole_seconds(Duration::from_millis(180_400)), 180);
+        assert_eq!(whole_seconds(Duration::ZERO), 0);
     }
 
     #[test]

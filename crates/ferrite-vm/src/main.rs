@@ -55,27 +55,32 @@ fn boot(args: Args) -> anyhow::Result<()> {
     let mut vm = Vm::start(&cfg)?;
     stop.watch(&vm);
     eprintln!("console: {}", vm.console_path().display());
-    // The firmware's and the boot loader's share of the boot, which the
-    // guest's own clock does not see: until the kernel's first line.
     // One deadline for every wait below: a boot that stops early is not
-    // waited for once per line.
+    // waited for once per line. The first wait that fails ends the check
+    // (the deadline has passed, or QEMU is gone) and says where the boot
+    // stopped.
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let left = || deadline.saturating_duration_since(Instant::now());
-    let kernel = vm.wait_for_console("Linux version", left());
-    if kernel.is_ok() {
-        println!("kernel started {:.1} s after QEMU start", vm.uptime().as_secs_f64());
-    }
-    // multi-user.target by the host's clock, and what QEMU's emulation of
-    // the guest cost in CPU by then: systemd's status line on the console.
-    if kernel.is_ok() && vm.wait_for_console("Multi-User System", left()).is_ok() {
-        let cpu = vm.cpu_time()?;
-        println!(
-            "multi-user.target reached {:.1} s after QEMU start; QEMU used {:.1} s of CPU",
-            vm.uptime().as_secs_f64(),
-            cpu.as_secs_f64()
-        );
-    }
-    let report = vm.wait_for_console("ferrite-report:", left());
+    let report = vm
+        // The firmware's and the boot loader's share of the boot, which the
+        // guest's own clock does not see: until the kernel's first line.
+        .wait_for_console("Linux version", left())
+        .and_then(|_| {
+            println!("kernel started {:.1} s after QEMU start", vm.uptime().as_secs_f64());
+            // multi-user.target by the host's clock, and what QEMU's
+            // emulation of the guest cost in CPU by then: systemd's status
+            // line on the console.
+            vm.wait_for_console("Multi-User System", left())
+        })
+        .and_then(|_| {
+            let cpu = vm.cpu_time()?;
+            println!(
+                "multi-user.target reached {:.1} s after QEMU start; QEMU used {:.1} s of CPU",
+                vm.uptime().as_secs_f64(),
+                cpu.as_secs_f64()
+            );
+            vm.wait_for_console("ferrite-report:", left())
+        });
     let report = match report {
         Ok(r) => r,
         Err(e) => {

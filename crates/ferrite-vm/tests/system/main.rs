@@ -1,6 +1,7 @@
 //! `ferrite-vm` run as a process, the way an operator or CI runs it, is
 //! stopped from outside: no QEMU may outlive it. QEMU boots OVMF with a
-//! blank disk, so no guest is needed; the firmware keeps it busy.
+//! blank disk, so no guest is needed; the firmware keeps it busy. A
+//! ferrite-vm that gives up on a boot leaves the vCPUs' state behind.
 
 use std::fs;
 use std::path::Path;
@@ -14,10 +15,16 @@ struct Running {
     stderr: std::path::PathBuf,
 }
 
-fn start(dir: &Path) -> Running {
+/// A disk with nothing to boot: OVMF runs and never starts a kernel.
+fn blank_image(dir: &Path) -> std::path::PathBuf {
     let image = dir.join("blank.qcow2");
     let out = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&image).arg("64M").output().unwrap();
     assert!(out.status.success(), "qemu-img: {}", String::from_utf8_lossy(&out.stderr));
+    image
+}
+
+fn start(dir: &Path) -> Running {
+    let image = blank_image(dir);
     let stderr = dir.join("ferrite-vm.stderr");
     let ferrite_vm = Command::new(env!("CARGO_BIN_EXE_ferrite-vm"))
         .arg("--image")
@@ -118,4 +125,32 @@ fn sigkill_of_ferrite_vm_takes_qemu_with_it() {
     let stderr = fs::read_to_string(&vm.stderr).unwrap();
     let console = stderr.lines().find_map(|l| l.strip_prefix("console: ")).expect("ferrite-vm names its console log");
     fs::remove_dir_all(Path::new(console).parent().unwrap()).unwrap();
+}
+
+#[test]
+fn a_boot_that_never_comes_up_leaves_the_vcpus_state_beside_the_console_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite-vm"))
+        .arg("--image")
+        .arg(blank_image(dir.path()))
+        .args(["--check", "--timeout", "5"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ferrite-vm runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "ferrite-vm gives up with an error:\n{stderr}");
+    let vcpus = stderr
+        .split("vCPU state in ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("the error names the vCPU state's file:\n{stderr}"));
+    let state = fs::read_to_string(vcpus).unwrap_or_else(|e| panic!("{vcpus}: {e}"));
+    // Both vCPUs (the test's VM has two), their registers, and each local
+    // APIC with its timer.
+    for expected in ["# info cpus", "CPU #0", "CPU #1", "RIP=", "# info lapic 0", "# info lapic 1"] {
+        assert!(state.contains(expected), "{vcpus} has no {expected:?}:\n{state}");
+    }
+    let timers = state.lines().filter(|line| line.starts_with("LVTT\t")).count();
+    assert_eq!(timers, 2, "one timer per local APIC:\n{state}");
+    fs::remove_dir_all(Path::new(vcpus).parent().unwrap()).unwrap();
 }
