@@ -204,8 +204,8 @@ impl Boot {
 /// What the boot figures were measured on, for the record: QEMU's version
 /// and the host's CPU. Under TCG a boot is bound by the emulator and the
 /// host's CPU as much as by the image, and the machines a session is given
-/// differ (the same image's boot has measured 18 s on one and 25 s on
-/// another), so figures compare only where these match.
+/// differ (the same image's boot has measured 15-17 s on one and 24-27 s
+/// on another), so figures compare only where these match.
 fn emulator() -> Result<String> {
     let out = Command::new("qemu-system-x86_64").arg("--version").output().context("cannot run qemu-system-x86_64")?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -82,7 +82,8 @@ fn invalid(message: String) -> io::Error {
 /// The state of a guest's `cpus` vCPUs as QEMU's monitor shows it: which
 /// vCPU is halted (`info cpus`), every vCPU's registers, and each local
 /// APIC, whose timer and interrupt request register tell a vCPU that was
-/// never woken from a timer that was never armed.
+/// never woken from a timer that was never armed. `info lapic` takes an
+/// APIC ID, which QEMU numbers like the vCPUs in a `-smp N` machine.
 pub fn vcpu_state(socket: &Path, cpus: u32) -> io::Result<String> {
     let mut qmp = Qmp::connect(socket)?;
     let mut commands = vec!["info cpus".to_owned(), "info registers -a".to_owned()];
